@@ -1,0 +1,1 @@
+"""The relay: a y-websocket compatible server carrying sessions between peers."""
