@@ -1,0 +1,3 @@
+from collab_ls.cli import main
+
+main()

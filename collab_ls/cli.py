@@ -1,0 +1,42 @@
+"""``collab-ls``: the console script. LSP on stdio; logs never on stdout."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from collab_ls.options import Options, parse_args
+
+
+def setup_logging(options: Options) -> None:
+    """Logs to the log file or stderr: stdout is the LSP channel."""
+    handler: logging.Handler
+    if options.log_file:
+        options.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(options.log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(options.log_level)
+    # pygls logs every message at DEBUG; keep it quieter unless asked.
+    logging.getLogger("pygls").setLevel(max(logging.INFO, root.level))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``collab-ls``."""
+    options = parse_args(argv)
+    setup_logging(options)
+    from collab_ls.server import create_server
+
+    logging.getLogger("collab_ls").info(
+        "collab-ls starting (%s)", "host" if options.share else f"guest of {options.join_url}"
+    )
+    create_server(options).start_io()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Command-line options of ``collab-ls``, parsed once into a typed dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from dataclasses import dataclass
+from pathlib import Path
+
+from collab_ls import __version__
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """What the user asked for on the command line."""
+
+    share: bool = False
+    join_url: str | None = None
+    relay_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    name: str = "user"
+    log_file: Path | None = None
+    log_level: str = "INFO"
+
+
+def _default_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "user"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collab-ls",
+        description=(
+            "A language server for real-time collaborative editing. Start it from your "
+            "editor as a language server: the host with --share, guests with --join URL. "
+            "It speaks LSP on stdin/stdout; logs go to stderr or --log-file."
+        ),
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--share", action="store_true", help="host a session for this folder")
+    mode.add_argument("--join", metavar="URL", help="join the session at URL (from the host)")
+    p.add_argument(
+        "--relay",
+        metavar="URL",
+        help="with --share: use the relay at URL (ws://host:port) instead of an embedded one",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="with --share: address the embedded relay listens on (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="with --share: port of the embedded relay (default: a free port)",
+    )
+    p.add_argument("--name", default=None, help="your name in the session (default: OS user)")
+    p.add_argument("--log-file", type=Path, help="write logs to this file instead of stderr")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+    p.add_argument("--version", action="version", version=f"collab-ls {__version__}")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Parse ``argv``; exits with a clear message on bad options."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.relay and not ns.share:
+        parser.error("--relay goes with --share (guests take the relay from the join URL)")
+    if not 0 <= ns.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, not {ns.port}")
+    if ns.join:
+        from collab_ls.relay_link import parse_relay_url
+
+        try:
+            parse_relay_url(ns.join)
+        except ValueError as exc:
+            parser.error(f"bad join URL: {exc}")
+    return Options(
+        share=ns.share,
+        join_url=ns.join,
+        relay_url=ns.relay,
+        host=ns.host,
+        port=ns.port,
+        name=ns.name or _default_name(),
+        log_file=ns.log_file,
+        log_level=ns.log_level,
+    )

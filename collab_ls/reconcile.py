@@ -1,0 +1,445 @@
+"""Reconciling one editor buffer with one shared (CRDT) text: the heart of collab-ls.
+
+The editor and the CRDT are two replicas of a document that change
+concurrently: the user types while peers' edits are on their way to the
+editor as ``workspace/applyEdit``. This module keeps them in step with a
+two-party (Jupiter style) operational transformation, using the document
+``version`` as the editor's revision. It is pure: no I/O, no pygls, no
+pycrdt; the language server shell feeds it events and carries out what it
+returns.
+
+State of one :class:`EditorSync`:
+
+``shadow``
+    The editor's text as the editor last reported it (``didOpen`` plus every
+    ``didChange`` since), at ``version``.
+``pending``
+    Operations taking ``shadow`` to the CRDT's current text: peers' edits the
+    editor has not applied yet.
+``inflight``
+    At most one ``workspace/applyEdit`` sent and not yet resolved. It carries
+    the first ``count`` operations of ``pending`` as an :class:`EditSet` over
+    the shadow at ``base_version``, and is version-gated with that version.
+``held``
+    Changes the editor reported while an edit was in flight that may be (the
+    start of) its echo. They are applied to ``shadow`` at once but reach the
+    CRDT only once they are known to be the user's own typing.
+
+Invariants (checked by ``tests/test_reconcile_model.py`` under random
+interleavings of simulated Neovim-like and VS Code-like editors):
+
+I1. ``apply(shadow, pending)`` equals the CRDT text, except while ``held`` is
+    non-empty: then ``apply(shadow_before_held, pending)`` does.
+I2. Every change the editor reports is either the echo of an in-flight edit
+    or reaches the CRDT exactly once, transformed over ``pending``.
+I3. An edit is only ever sent for the shadow at the current version, and at
+    most one is in flight, so a version-gated editor applies it at exactly the
+    text it was computed for, or not at all.
+
+Echo recognition. A version-gated editor applies an edit only at the version
+it names, so if the echo comes at all it is a prefix of the changes that
+follow that version. Editors re-chunk and re-diff the changes they report, so
+the echo is recognised by its result: once the changes held since
+``base_version`` give the text the edit was meant to produce, they are the
+echo. They are *not* the echo when:
+
+* the editor answers ``applied: false`` (VS Code, eglot, our Neovim config);
+* the editor answered ``applied: true`` (stock Neovim also says so when it
+  silently skipped a stale edit) and then a whole ``didChange`` notification
+  went by without completing the echo: an applied edit's echo is complete in
+  the first notification after the response, or before the response;
+* no echo came within the shell's timeout after ``applied: true`` (e.g.
+  Neovim bumped ``changedtick`` on ``:w`` and skipped the edit silently).
+
+Then the held changes are the user's typing: they go to the CRDT, and the
+edit is recomputed and sent again at the new version.
+
+The one ambiguity, documented and tested: if the editor skipped the edit and
+the user typed exactly the text the edit would have produced, the typing is
+taken for the echo. Both replicas still converge; one of the two identical
+inserts survives.
+
+Cost per keystroke: :class:`~collab_ls.linetext.LineText` operations plus a
+transformation over ``pending`` (normally empty or a few operations); nothing
+here walks the whole document except a resynchronisation after invalid input.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from collab_ls.editset import EditSet, same_result
+from collab_ls.linetext import LineText
+from collab_ls.ops import Del, Ins, Op, replacement, transform
+from collab_ls.units import Encoding, PositionError, blen
+
+# A range far past any real document: editors clamp it to the end of the buffer.
+_FAR_LINE = 2_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RangeChange:
+    """An incremental ``TextDocumentContentChangeEvent`` (LSP positions)."""
+
+    start_line: int
+    start_character: int
+    end_line: int
+    end_character: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FullChange:
+    """A whole-document ``TextDocumentContentChangeEvent``."""
+
+    text: str
+
+
+Change = RangeChange | FullChange
+
+
+@dataclass(frozen=True, slots=True)
+class TextEdit:
+    """One LSP ``TextEdit`` (positions in the negotiated encoding)."""
+
+    start_line: int
+    start_character: int
+    end_line: int
+    end_character: int
+    new_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEdit:
+    """A ``workspace/applyEdit`` to send: ``edits`` against ``version``."""
+
+    edit_id: int
+    version: int | None
+    edits: tuple[TextEdit, ...]
+
+
+class InflightState(enum.Enum):
+    SENT = "sent"
+    ACKED = "acked"  # the editor answered applied: true; the echo may still come
+
+
+@dataclass(slots=True)
+class _Inflight:
+    edit_id: int
+    base_version: int
+    count: int  # how many operations of `pending` the edit carries
+    sent: EditSet
+    resync: bool = False
+    state: InflightState = InflightState.SENT
+
+
+@dataclass(slots=True)
+class ChangeResult:
+    """What one ``didChange`` notification produced."""
+
+    ops: list[Op] = field(default_factory=list)
+    """Operations to apply to the CRDT, in order, in CRDT coordinates."""
+    errors: list[str] = field(default_factory=list)
+    """Problems with the editor's input, for the log and the user."""
+
+
+class EditorSync:
+    """Keeps one editor buffer and one CRDT text in step; see the module docstring."""
+
+    def __init__(self, text: str, version: int, encoding: Encoding) -> None:
+        self.shadow = LineText(text)
+        self.version = version
+        self.encoding = encoding
+        self.pending: list[Op] = []
+        self._inflight: _Inflight | None = None
+        self._held: list[tuple[int, int, str]] = []  # (pos, size, text) in held order
+        self._held_set = EditSet()
+        self._next_id = 1
+        self.desynced = False
+        self._resync_sent: str | None = None
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def inflight_id(self) -> int | None:
+        """Id of the edit in flight, if any."""
+        return self._inflight.edit_id if self._inflight else None
+
+    @property
+    def awaiting_echo(self) -> bool:
+        """An edit was acknowledged and its echo has not been seen."""
+        return self._inflight is not None and self._inflight.state is InflightState.ACKED
+
+    def idle(self) -> bool:
+        """Nothing pending, nothing in flight, nothing held."""
+        return not self.pending and self._inflight is None and not self._held
+
+    # ------------------------------------------------------------------ inputs
+
+    def remote(self, ops: Sequence[Op]) -> None:
+        """The CRDT text changed by ``ops`` (CRDT coordinates) made by others."""
+        self.pending.extend(ops)
+
+    def editor_changes(self, version: int, changes: Sequence[Change]) -> ChangeResult:
+        """Apply one ``didChange`` notification.
+
+        Returns:
+            The operations to apply to the CRDT and any input errors. On an
+            invalid change the rest of the notification is dropped and the
+            buffer is resynchronised from the CRDT (``desynced`` is set; the
+            next :meth:`next_edit` sends the whole text).
+        """
+        result = ChangeResult()
+        completed_echo = False
+        for change in changes:
+            if self.desynced:
+                if self._resync_echo(change):
+                    completed_echo = True
+                    continue
+                break
+            try:
+                start, end, text = self._locate(change)
+            except PositionError as exc:
+                result.errors.append(f"invalid change at version {version}: {exc}")
+                self._desync(result)
+                break
+            removed = self.shadow.replace(start, end, text)
+            inflight = self._inflight
+            if inflight is None or inflight.resync:
+                result.ops.extend(self._local(start, end - start, text))
+                continue
+            self._held.append((start, end - start, text))
+            self._held_set.add(start, end - start, text.encode(), removed=removed.encode())
+            if same_result(inflight.sent, self._held_set, self._current_bytes):
+                self._echo_complete()
+                completed_echo = True
+        self.version = version
+        inflight = self._inflight
+        if (
+            not completed_echo
+            and inflight is not None
+            and not inflight.resync
+            and inflight.state is InflightState.ACKED
+            and self._held
+        ):
+            # The first notification after `applied: true` did not complete the echo:
+            # the editor skipped the edit, and what it reported is the user's typing.
+            result.ops.extend(self._release_held())
+        elif (
+            self.desynced
+            and inflight is not None
+            and inflight.resync
+            and inflight.state is InflightState.ACKED
+            and not completed_echo
+        ):
+            self._inflight = None  # the resync was skipped: send it again
+        return result
+
+    def apply_result(self, edit_id: int, applied: bool) -> list[Op]:
+        """The editor answered the ``workspace/applyEdit`` ``edit_id``.
+
+        Returns:
+            Operations for the CRDT: held changes turned out to be typing.
+        """
+        inflight = self._inflight
+        if inflight is None or inflight.edit_id != edit_id:
+            return []
+        if not applied:
+            self._inflight = None
+            return self._release_held()
+        if self._held:
+            # With the echo sent before the response (no debounce) it would be
+            # complete by now; so these changes came first and made the edit stale.
+            return self._release_held()
+        inflight.state = InflightState.ACKED
+        return []
+
+    def echo_timeout(self, edit_id: int) -> list[Op]:
+        """No echo arrived long after ``applied: true``: the edit was skipped."""
+        inflight = self._inflight
+        if inflight is None or inflight.edit_id != edit_id:
+            return []
+        return self._release_held()
+
+    def next_edit(self, crdt_text: Callable[[], str]) -> OutgoingEdit | None:
+        """The next ``workspace/applyEdit`` to send, if one is due.
+
+        Args:
+            crdt_text: Reads the CRDT's whole text; called only to resynchronise
+                a buffer after invalid input.
+        """
+        if self._inflight is not None:
+            return None
+        if self.desynced:
+            return self._resync_edit(crdt_text())
+        if not self.pending:
+            return None
+        sent = EditSet()
+        base = self._shadow_bytes
+        for op in self.pending:
+            if isinstance(op, Ins):
+                sent.add(op.pos, 0, op.text.encode(), removed=b"")
+            else:
+                sent.add(op.pos, op.size, b"", base=base)
+        count = len(self.pending)
+        edits = tuple(self._text_edit(seg.start, seg.end, seg.old, seg.new) for seg in sent.segments)
+        edits = tuple(e for e in edits if e is not None)
+        if not edits:
+            del self.pending[:count]
+            return None
+        edit_id = self._next_id
+        self._next_id += 1
+        self._inflight = _Inflight(edit_id, self.version, count, sent)
+        return OutgoingEdit(edit_id, self.version, edits)
+
+    # --------------------------------------------------------------- internals
+
+    def _current_bytes(self, start: int, end: int) -> bytes:
+        return self.shadow.slice(start, end).encode()
+
+    def _shadow_bytes(self, start: int, end: int) -> bytes:
+        return self.shadow.slice(start, end).encode()
+
+    def _locate(self, change: Change) -> tuple[int, int, str]:
+        if isinstance(change, FullChange):
+            return self._full_change_span(change.text)
+        start = self.shadow.to_offset(change.start_line, change.start_character, self.encoding)
+        end = self.shadow.to_offset(change.end_line, change.end_character, self.encoding)
+        if end < start:
+            raise PositionError(
+                f"range end ({change.end_line}:{change.end_character}) is before its start "
+                f"({change.start_line}:{change.start_character})"
+            )
+        return start, end, change.text
+
+    def _full_change_span(self, new: str) -> tuple[int, int, str]:
+        """A whole-document change as the smallest replacement (costs the document size).
+
+        Replacing everything in the CRDT would duplicate peers' concurrent
+        edits, so the change is narrowed to what actually differs.
+        """
+        old = self.shadow.text()
+        limit = min(len(old), len(new))
+        p = 0
+        while p < limit and old[p] == new[p]:
+            p += 1
+        q = 0
+        while q < limit - p and old[len(old) - 1 - q] == new[len(new) - 1 - q]:
+            q += 1
+        # Keep \r\n line breaks whole.
+        if 0 < p < len(old) and old[p - 1] == "\r" and old[p] == "\n":
+            p -= 1
+        if q and len(old) - q < len(old) and old[len(old) - q - 1] == "\r" and old[len(old) - q] == "\n":
+            q -= 1
+        start = blen(old[:p])
+        end = self.shadow.byte_len - blen(old[len(old) - q :]) if q else self.shadow.byte_len
+        return start, end, new[p : len(new) - q]
+
+    def _local(self, pos: int, size: int, text: str) -> list[Op]:
+        """A change the user made (shadow coordinates) becomes CRDT operations."""
+        ops = replacement(pos, pos + size, text)
+        if not self.pending:
+            return ops
+        crdt_ops, self.pending = transform(ops, self.pending)
+        return crdt_ops
+
+    def _echo_complete(self) -> None:
+        inflight = self._inflight
+        assert inflight is not None
+        del self.pending[: inflight.count]
+        self._inflight = None
+        self._held.clear()
+        self._held_set = EditSet()
+
+    def _release_held(self) -> list[Op]:
+        """The in-flight edit was not applied: held changes are the user's typing."""
+        self._inflight = None
+        held, self._held = self._held, []
+        self._held_set = EditSet()
+        out: list[Op] = []
+        for pos, size, text in held:
+            out.extend(self._local(pos, size, text))
+        return out
+
+    def _text_edit(self, start: int, end: int, old: bytes, new: bytes) -> TextEdit | None:
+        """A minimal ``TextEdit`` for base bytes ``[start, end)`` -> ``new``."""
+        old_s, new_s = old.decode(), new.decode()
+        # Trim the common prefix and suffix so the edit leaves untouched text
+        # (notably the final newline) alone, as editors apply such edits verbatim.
+        p = 0
+        limit = min(len(old_s), len(new_s))
+        while p < limit and old_s[p] == new_s[p]:
+            p += 1
+        q = 0
+        while q < limit - p and old_s[-1 - q] == new_s[-1 - q]:
+            q += 1
+        if p == len(old_s) == len(new_s):
+            return None
+        while True:
+            try:
+                sl, sc = self._position(start + blen(old_s[:p]))
+            except PositionError:
+                p -= 1  # inside a \r\n line break: widen by one character
+                continue
+            try:
+                el, ec = self._position(end - (blen(old_s[len(old_s) - q :]) if q else 0))
+            except PositionError:
+                q -= 1
+                continue
+            return TextEdit(sl, sc, el, ec, new_s[p : len(new_s) - q])
+
+    def _position(self, offset: int) -> tuple[int, int]:
+        return self.shadow.to_position(offset, self.encoding)
+
+    # ----------------------------------------------------------- resync paths
+
+    def _desync(self, result: ChangeResult) -> None:
+        """The editor's text is no longer known: resynchronise it from the CRDT."""
+        self.desynced = True
+        self._inflight = None
+        self._held.clear()
+        self._held_set = EditSet()
+        result.errors.append("the buffer will be replaced by the session's text")
+
+    def _resync_edit(self, text: str) -> OutgoingEdit:
+        self.pending.clear()
+        edit_id = self._next_id
+        self._next_id += 1
+        self._inflight = _Inflight(edit_id, self.version, 0, EditSet(), resync=True)
+        self._resync_sent = text
+        return OutgoingEdit(edit_id, self.version, (TextEdit(0, 0, _FAR_LINE, 0, text),))
+
+    def _resync_echo(self, change: Change) -> bool:
+        """Whether ``change`` is the echo of the resynchronising edit."""
+        inflight = self._inflight
+        sent = self._resync_sent
+        if inflight is None or not inflight.resync or sent is None:
+            return False
+        if isinstance(change, RangeChange) and (change.start_line, change.start_character) != (
+            0,
+            0,
+        ):
+            return False
+        if change.text != sent:
+            return False
+        self.shadow = LineText(sent)
+        self.desynced = False
+        self._inflight = None
+        self._resync_sent = None
+        # Operations from peers that arrived after the resync text was taken stay pending.
+        return True
+
+
+__all__ = [
+    "Change",
+    "ChangeResult",
+    "Del",
+    "EditorSync",
+    "FullChange",
+    "Ins",
+    "OutgoingEdit",
+    "RangeChange",
+    "TextEdit",
+]

@@ -1,0 +1,421 @@
+"""The collab-ls language server: the LSP shell around the session.
+
+It bypasses pygls's own document store: pygls re-applies every change to a
+copy of the document at a cost that grows with the document, and re-parses
+``didChange`` through cattrs; collab-ls keeps its own line-indexed model of
+each buffer (:mod:`collab_ls.linetext`) and reads ``didChange`` as plain JSON.
+Edits are handled synchronously and in order, as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pycrdt
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.protocol.json_rpc import JsonRPCNotification
+
+from collab_ls import __version__
+from collab_ls.binding import DocBinding
+from collab_ls.disk import DiskMirror, file_path, read_text
+from collab_ls.options import Options
+from collab_ls.protocol import CMD_SHARE_URL, CMD_STATUS, NOTIFY_STATUS
+from collab_ls.reconcile import Change, FullChange, OutgoingEdit, RangeChange
+from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_url
+from collab_ls.session import NotInWorkspace, Session, relative_path
+from collab_ls.units import Encoding
+
+log = logging.getLogger("collab_ls")
+
+REMOTE = "collab-ls:relay"
+"""Origin of the transactions that apply peers' updates from the relay."""
+
+
+class InvalidChange(ValueError):
+    """A ``didChange`` whose JSON does not have the LSP shape."""
+
+
+def parse_changes(params: Any) -> tuple[str, int, list[Change]]:
+    """Read ``DidChangeTextDocumentParams`` from plain JSON.
+
+    Raises:
+        InvalidChange: with a message naming what is wrong.
+    """
+    try:
+        doc = params["textDocument"]
+        uri = doc["uri"]
+        version = doc["version"]
+        raw = params["contentChanges"]
+        if not isinstance(uri, str) or not isinstance(version, int) or not isinstance(raw, list):
+            raise InvalidChange("textDocument.uri, textDocument.version or contentChanges")
+        changes: list[Change] = []
+        for c in raw:
+            text = c["text"]
+            if not isinstance(text, str):
+                raise InvalidChange("contentChanges[].text must be a string")
+            rng = c.get("range")
+            if rng is None:
+                changes.append(FullChange(text))
+            else:
+                s, e = rng["start"], rng["end"]
+                nums = (s["line"], s["character"], e["line"], e["character"])
+                if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):
+                    raise InvalidChange("range positions must be integers")
+                changes.append(RangeChange(*nums, text))
+        return uri, version, changes
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidChange(f"malformed didChange: missing or wrong field {exc}") from exc
+
+
+class CollabProtocol(LanguageServerProtocol):
+    """pygls protocol without pygls's own document store."""
+
+    _server: CollabServer
+
+    def get_message_type(self, method: str) -> Any:
+        if method == types.TEXT_DOCUMENT_DID_CHANGE:
+            return None  # keep params as plain JSON: see the module docstring
+        return super().get_message_type(method)
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        if data.get("method") == types.TEXT_DOCUMENT_DID_CHANGE and "id" not in data:
+            return JsonRPCNotification(
+                method=data["method"], jsonrpc=data.get("jsonrpc", ""), params=data.get("params")
+            )
+        return super().structure_message(data)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: Any) -> None:
+        self._server.did_change(params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        self._server.did_open(params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        self._server.did_close(params)
+
+
+class CollabServer(LanguageServer):
+    """One editor's collab-ls: its documents, the session and the relay link."""
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(
+            "collab-ls",
+            __version__,
+            protocol_cls=CollabProtocol,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.options = options
+        self.root = Path.cwd()
+        self.encoding = Encoding.UTF16
+        self.doc = pycrdt.Doc()
+        self.session = Session(self.doc)
+        self.url: str | None = None
+        self.connected = False
+        self.bindings: dict[str, DocBinding] = {}
+        self.waiting: dict[str, list[DocBinding]] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._mirror: DiskMirror | None = None
+        self._subs: list[pycrdt.Subscription] = []
+        self._started = False
+
+    @property
+    def is_host(self) -> bool:
+        return self.options.join_url is None
+
+    # --------------------------------------------------------------- lifecycle
+
+    def on_initialize(self, params: types.InitializeParams) -> None:
+        root_uri = params.root_uri
+        if params.workspace_folders:
+            root_uri = params.workspace_folders[0].uri
+        if root_uri:
+            self.root = Path(unquote(urlparse(root_uri).path))
+        elif params.root_path:
+            self.root = Path(params.root_path)
+        self.encoding = Encoding.parse(str(self.workspace.position_encoding))
+        log.info("workspace root %s, position encoding %s", self.root, self.encoding)
+
+    async def start_session(self) -> None:
+        """Start the relay (host, embedded) and the link; from ``initialized``."""
+        if self._started:
+            return
+        self._started = True
+        opts = self.options
+        try:
+            if self.is_host:
+                room = secrets.token_urlsafe(16)
+                secret = secrets.token_urlsafe(16)
+                if opts.relay_url:
+                    base = opts.relay_url.rstrip("/")
+                    self.url = f"{base}/{room}?secret={secret}"
+                else:
+                    from relay.server import Relay
+
+                    relay = Relay(opts.host, opts.port)
+                    await self._stack.enter_async_context(relay)
+                    relay.create_room(room, secret)
+                    self.url = relay.url(room, secret)
+                self._mirror = DiskMirror(self.root, self._session_text, log)
+                self._subs.append(self.session.files.observe_deep(self._on_files_deep))
+                self._subs.append(self.session.requests.observe(self._on_requests))
+            else:
+                assert opts.join_url is not None
+                parse_relay_url(opts.join_url)
+                self.url = opts.join_url
+            self._subs.append(self.session.files.observe(self._on_files))
+            link = RelayLink(self.doc, self.url, origin=REMOTE, on_status=self._on_link, logger=log)
+            await self._stack.enter_async_context(link)
+        except Exception as exc:
+            msg = f"collab-ls could not start the session: {exc}"
+            log.exception("%s", msg)
+            self.show(types.MessageType.Error, msg)
+            return
+        if self.is_host:
+            log.info("session shared: %s", self.url)
+            self.show(
+                types.MessageType.Info,
+                f"collab-ls: sharing this folder. Others join with: collab-ls --join {self.url}",
+            )
+            self._serve_requests()
+
+    async def stop_session(self) -> None:
+        """Flush files to disk and stop the link and the relay."""
+        if self._mirror:
+            self._mirror.flush()
+        for b in self.bindings.values():
+            b.unbind()
+        await self._stack.aclose()
+
+    def show(self, kind: types.MessageType, message: str) -> None:
+        """``window/showMessage`` (never fails the caller)."""
+        try:
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        except Exception:  # the client may be gone already
+            log.debug("could not show message %r", message, exc_info=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_link(self, status: LinkStatus, reason: str) -> None:
+        was = self.connected
+        self.connected = status is LinkStatus.CONNECTED
+        if status is LinkStatus.CONNECTED:
+            message = "collab-ls: connected to the session"
+            level = types.MessageType.Info
+        elif status is LinkStatus.REFUSED:
+            message = f"collab-ls: the relay refused this session: {reason}"
+            level = types.MessageType.Error
+        elif status is LinkStatus.DISCONNECTED:
+            message = f"collab-ls: lost the link to the relay ({reason}); reconnecting"
+            level = types.MessageType.Warning
+        else:
+            return
+        log.info("%s", message)
+        if self.connected != was or status is not LinkStatus.CONNECTED:
+            if status is not LinkStatus.CONNECTED or was is False:
+                self.show(level, message)
+        with contextlib.suppress(Exception):
+            self.protocol.notify(
+                NOTIFY_STATUS, {"connected": self.connected, "message": message, "url": self.url}
+            )
+
+    # --------------------------------------------------------------- documents
+
+    def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        try:
+            key = relative_path(item.uri, self.root)
+        except NotInWorkspace as exc:
+            log.info("not shared: %s", exc)
+            return
+        old = self.bindings.pop(item.uri, None)
+        if old:
+            old.unbind()
+        binding = DocBinding(
+            key,
+            item.uri,
+            item.text,
+            item.version,
+            self.encoding,
+            send_edit=self._send_edit,
+            logger=log,
+        )
+        self.bindings[item.uri] = binding
+        text = self.session.text(key)
+        if text is None and self.is_host:
+            text = self.session.seed(key, item.text)
+        if text is not None:
+            if binding.bind(self.doc, text):
+                log.info("%s: buffer replaced by the session's text", key)
+        else:
+            log.info("%s: asking the host for the session's copy", key)
+            self.waiting.setdefault(key, []).append(binding)
+            self.session.request(key, item.text)
+
+    def did_change(self, params: Any) -> None:
+        try:
+            uri, version, changes = parse_changes(params)
+        except InvalidChange as exc:
+            log.error("ignored a didChange: %s; params=%.300r", exc, params)
+            self.show(types.MessageType.Error, f"collab-ls ignored a change: {exc}")
+            return
+        binding = self.bindings.get(uri)
+        if binding is None:
+            log.warning("didChange for %s, which is not open (or not shared); ignored", uri)
+            return
+        errors = binding.did_change(version, changes)
+        for error in errors:
+            log.error("%s: %s", binding.key, error)
+            self.show(types.MessageType.Error, f"collab-ls: {binding.key}: {error}")
+
+    def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        binding = self.bindings.pop(params.text_document.uri, None)
+        if binding:
+            binding.unbind()
+            for waiting in self.waiting.values():
+                if binding in waiting:
+                    waiting.remove(binding)
+
+    def _send_edit(self, binding: DocBinding, edit: OutgoingEdit) -> None:
+        params = types.ApplyWorkspaceEditParams(
+            label="collab-ls",
+            edit=types.WorkspaceEdit(
+                document_changes=[
+                    types.TextDocumentEdit(
+                        text_document=types.OptionalVersionedTextDocumentIdentifier(
+                            uri=binding.uri, version=edit.version
+                        ),
+                        edits=[
+                            types.TextEdit(
+                                range=types.Range(
+                                    start=types.Position(e.start_line, e.start_character),
+                                    end=types.Position(e.end_line, e.end_character),
+                                ),
+                                new_text=e.new_text,
+                            )
+                            for e in edit.edits
+                        ],
+                    )
+                ]
+            ),
+        )
+        self._spawn(self._await_edit(binding, edit.edit_id, params))
+
+    async def _await_edit(
+        self, binding: DocBinding, edit_id: int, params: types.ApplyWorkspaceEditParams
+    ) -> None:
+        try:
+            result = await self.workspace_apply_edit_async(params)
+            applied = bool(result.applied)
+            if not applied:
+                log.info(
+                    "%s: edit %d not applied (%s); will resend",
+                    binding.key,
+                    edit_id,
+                    result.failure_reason,
+                )
+        except Exception as exc:
+            log.warning("%s: applyEdit %d failed: %s", binding.key, edit_id, exc)
+            applied = False
+        if self.bindings.get(binding.uri) is binding:
+            binding.apply_result(edit_id, applied)
+
+    # ----------------------------------------------------------------- session
+
+    def _session_text(self, key: str) -> str | None:
+        text = self.session.text(key)
+        return None if text is None else str(text)
+
+    def _on_files(self, event: pycrdt.MapEvent) -> None:
+        if not self.waiting:
+            return
+        for key in list(self.waiting):
+            text = self.session.text(key)
+            if text is None:
+                continue
+            for binding in self.waiting.pop(key):
+                asyncio.get_running_loop().call_soon(self._bind_waiting, binding, key)
+
+    def _bind_waiting(self, binding: DocBinding, key: str) -> None:
+        text = self.session.text(key)
+        if text is None or self.bindings.get(binding.uri) is not binding:
+            return
+        if binding.bind(self.doc, text):
+            log.info("%s: buffer replaced by the session's text", key)
+
+    def _on_requests(self, event: pycrdt.MapEvent) -> None:
+        asyncio.get_running_loop().call_soon(self._serve_requests)
+
+    def _serve_requests(self) -> None:
+        """Host: seed the files guests asked for, from disk or their copy."""
+        for key, proposal in self.session.open_requests():
+            try:
+                path = file_path(self.root, key)
+            except ValueError as exc:
+                log.error("refused a guest's request: %s", exc)
+                continue
+            on_disk = read_text(path)
+            self.session.seed(key, on_disk if on_disk is not None else proposal)
+            log.info("seeded %s for a guest from %s", key, "disk" if on_disk else "their copy")
+
+    def _on_files_deep(self, events: list[Any]) -> None:
+        """Host: changes to files no host editor has open go to disk."""
+        mirror = self._mirror
+        if mirror is None:
+            return
+        open_keys = {b.key for b in self.bindings.values()}
+        for event in events:
+            if event.transaction.origin != REMOTE:
+                continue
+            path = getattr(event, "path", None)
+            if path and isinstance(path[0], str) and path[0] not in open_keys:
+                mirror.touch(path[0])
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "host" if self.is_host else "guest",
+            "url": self.url,
+            "connected": self.connected,
+            "documents": sorted(b.key for b in self.bindings.values()),
+        }
+
+
+def create_server(options: Options) -> CollabServer:
+    """Build the server and register its LSP features."""
+    server = CollabServer(options)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: CollabServer, params: types.InitializeParams) -> None:
+        ls.on_initialize(params)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: CollabServer, params: types.InitializedParams) -> None:
+        await ls.start_session()
+
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: CollabServer, params: None) -> None:
+        await ls.stop_session()
+
+    @server.command(CMD_SHARE_URL)
+    def share_url(ls: CollabServer, *args: Any) -> str | None:
+        return ls.url
+
+    @server.command(CMD_STATUS)
+    def status(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        return ls.status()
+
+    return server
