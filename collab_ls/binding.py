@@ -111,6 +111,11 @@ class DocBinding:
         self.schedule_pump()
         return result.errors
 
+    def invalid_input(self, version: int | None) -> None:
+        """A change for this document could not be read: resynchronise the buffer."""
+        self.sync.invalid_input(version)
+        self.schedule_pump()
+
     def apply_result(self, edit_id: int, applied: bool) -> None:
         """The editor answered an applyEdit."""
         self._apply(self.sync.apply_result(edit_id, applied))

@@ -237,6 +237,12 @@ class EditorSync:
             self._inflight = None  # the resync was skipped: send it again
         return result
 
+    def invalid_input(self, version: int | None) -> None:
+        """The editor sent a change that could not be read: its text is unknown now."""
+        if version is not None:
+            self.version = version
+        self._desync(ChangeResult())
+
     def apply_result(self, edit_id: int, applied: bool) -> list[Op]:
         """The editor answered the ``workspace/applyEdit`` ``edit_id``.
 

@@ -144,7 +144,8 @@ class CollabServer(LanguageServer):
             self.root = Path(unquote(urlparse(root_uri).path))
         elif params.root_path:
             self.root = Path(params.root_path)
-        self.encoding = Encoding.parse(str(self.workspace.position_encoding))
+        encoding = self.workspace.position_encoding
+        self.encoding = Encoding.parse(getattr(encoding, "value", encoding))
         log.info("workspace root %s, position encoding %s", self.root, self.encoding)
 
     async def start_session(self) -> None:
@@ -272,6 +273,7 @@ class CollabServer(LanguageServer):
         except InvalidChange as exc:
             log.error("ignored a didChange: %s; params=%.300r", exc, params)
             self.show(types.MessageType.Error, f"collab-ls ignored a change: {exc}")
+            self._resync_after_bad_change(params)
             return
         binding = self.bindings.get(uri)
         if binding is None:
@@ -281,6 +283,17 @@ class CollabServer(LanguageServer):
         for error in errors:
             log.error("%s: %s", binding.key, error)
             self.show(types.MessageType.Error, f"collab-ls: {binding.key}: {error}")
+
+    def _resync_after_bad_change(self, params: Any) -> None:
+        """After an unreadable change the buffer's text is unknown: replace it."""
+        try:
+            doc = params["textDocument"]
+            binding = self.bindings.get(doc["uri"])
+            version = doc.get("version")
+        except (KeyError, TypeError, AttributeError):
+            return
+        if binding is not None:
+            binding.invalid_input(version if isinstance(version, int) else None)
 
     def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         binding = self.bindings.pop(params.text_document.uri, None)

@@ -1,0 +1,495 @@
+"""The language server's connection to a relay: keeps a pycrdt Doc in sync.
+
+:class:`RelayLink` speaks the y-websocket protocol (:mod:`relay.protocol`)
+with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
+
+* On every (re)connection it sends SyncStep1 (its state vector) and answers
+  the relay's SyncStep1 with SyncStep2, so edits made while offline reach the
+  relay and edits made elsewhere reach the doc. The link is CONNECTED once the
+  relay's SyncStep2 has been applied.
+* Remote updates are applied inside ``doc.transaction(origin=origin)``, so
+  observers of the doc can tell remote changes by their origin.
+* Every local transaction (origin other than ``origin``) is sent as a sync
+  Update through a queue drained by one sender task. While disconnected, and
+  until the relay's SyncStep1 is answered, nothing is queued: the updates
+  stay in the doc and the handshake's SyncStep2 carries them.
+* A dropped connection is retried with exponential backoff and jitter. A
+  relay closing with 4403 (wrong secret) is final: status REFUSED.
+* Awareness (presence) is a ``pycrdt.Awareness`` for the doc: local changes
+  are sent, remote ones applied, remote states dropped on disconnect.
+
+Nothing here writes to stdout: it runs inside a language server whose stdout
+is the LSP channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pycrdt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from relay import protocol
+from relay.protocol import (
+    AuthDenied,
+    AwarenessMessage,
+    CloseCode,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+
+__all__ = [
+    "LinkClosedError",
+    "LinkStatus",
+    "RelayLink",
+    "RelayLinkError",
+    "RelayRefusedError",
+    "RelayUrl",
+    "RelayUrlError",
+    "SyncTimeoutError",
+    "parse_relay_url",
+]
+
+_OPEN_TIMEOUT = 10.0
+
+
+class LinkStatus(enum.Enum):
+    """Where a :class:`RelayLink` stands."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    REFUSED = "refused"
+    CLOSED = "closed"
+
+
+class RelayLinkError(Exception):
+    """Base class of the relay link's errors."""
+
+
+class RelayUrlError(RelayLinkError, ValueError):
+    """The relay URL is malformed."""
+
+
+class RelayRefusedError(RelayLinkError):
+    """The relay refused the connection (wrong or missing secret)."""
+
+
+class SyncTimeoutError(RelayLinkError, TimeoutError):
+    """The link did not sync with the relay in time."""
+
+
+class LinkClosedError(RelayLinkError):
+    """The link was stopped (or never started)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayUrl:
+    """A parsed relay URL.
+
+    Attributes:
+        url: The URL as given.
+        scheme: ``ws`` or ``wss``.
+        host: The host name or address.
+        port: The port (the scheme's default when absent).
+        room: The room id (the unquoted path without its leading ``/``).
+        secret: The room secret.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    room: str
+    secret: str
+
+    @property
+    def redacted(self) -> str:
+        """The URL without its secret, for logs and status messages."""
+        return f"{self.scheme}://{self.host}:{self.port}/{self.room}"
+
+
+def parse_relay_url(url: str) -> RelayUrl:
+    """Parse and check a relay URL.
+
+    Args:
+        url: ``ws://host[:port]/<room>?secret=<secret>`` (or ``wss://``).
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        RelayUrlError: If the scheme is not ws/wss, or the host, the room or
+            the ``secret`` query parameter is missing.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise RelayUrlError(f"bad relay URL {url!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise RelayUrlError(
+            f"bad relay URL {url!r}: the scheme must be ws:// or wss://, not {parts.scheme!r}"
+        )
+    if not parts.hostname:
+        raise RelayUrlError(f"bad relay URL {url!r}: no host")
+    room = unquote(parts.path.lstrip("/"))
+    if not room:
+        raise RelayUrlError(f"bad relay URL {url!r}: no room (expected ws://host:port/<room>)")
+    secrets = parse_qs(parts.query).get("secret")
+    if not secrets or not secrets[0]:
+        raise RelayUrlError(f"bad relay URL {url!r}: no secret (expected ?secret=...)")
+    if port is None:
+        port = 443 if parts.scheme == "wss" else 80
+    return RelayUrl(url, parts.scheme, parts.hostname, port, room, secrets[0])
+
+
+class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        assert self.extra is not None
+        return f"[relay {self.extra['relay']}] {msg}", kwargs
+
+
+class RelayLink:
+    """Keeps a pycrdt document in sync with a relay room, as an async context manager.
+
+    Example::
+
+        async with RelayLink(doc, url, origin=REMOTE) as link:
+            await link.wait_synced(timeout=5)
+    """
+
+    def __init__(
+        self,
+        doc: pycrdt.Doc[Any],
+        url: str,
+        *,
+        origin: object,
+        on_status: Callable[[LinkStatus, str], None] | None = None,
+        logger: logging.Logger | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+    ) -> None:
+        """Configure a link; nothing connects until :meth:`start`.
+
+        Args:
+            doc: The document to keep in sync.
+            url: ``ws[s]://host:port/<room>?secret=<secret>``.
+            origin: The transaction origin of remote updates (must be hashable);
+                transactions with this origin are not sent back.
+            on_status: Called with every status change and a human-readable
+                reason. Must not block; exceptions are logged and ignored.
+            logger: Where to log (default ``collab_ls.relay_link``).
+            backoff_initial: First reconnection delay, in seconds.
+            backoff_max: Longest reconnection delay, in seconds.
+
+        Raises:
+            RelayUrlError: If the URL is malformed.
+        """
+        self._url = parse_relay_url(url)
+        self._doc = doc
+        self._origin = origin
+        self._origin_hash = hash(origin)
+        self._on_status = on_status
+        self._log = _ContextLogger(
+            logger or logging.getLogger(__name__), {"relay": self._url.redacted}
+        )
+        self._backoff_initial = backoff_initial
+        self._backoff_max = max(backoff_max, backoff_initial)
+        self.awareness = pycrdt.Awareness(doc)
+        self._status = LinkStatus.CLOSED
+        self._reason = "not started"
+        self._changed = asyncio.Event()
+        self._synced = False
+        self._refused: str | None = None
+        self._was_started = False
+        self._stopped = False
+        self._out: asyncio.Queue[bytes] | None = None
+        self._answered = False
+        self._ws: ClientConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._doc_sub: pycrdt.Subscription | None = None
+        self._awareness_sub: str | None = None
+
+    @property
+    def url(self) -> RelayUrl:
+        """The relay URL."""
+        return self._url
+
+    @property
+    def started(self) -> bool:
+        """Whether the link runs (started and not stopped)."""
+        return self._was_started and not self._stopped
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is connected and synced with the relay."""
+        return self._status is LinkStatus.CONNECTED
+
+    @property
+    def status(self) -> LinkStatus:
+        """The current status."""
+        return self._status
+
+    @property
+    def reason(self) -> str:
+        """The reason given with the current status."""
+        return self._reason
+
+    async def start(self) -> None:
+        """Start connecting in the background.
+
+        Raises:
+            RelayLinkError: If the link was started before.
+        """
+        if self._was_started:
+            raise RelayLinkError("relay link already started (a RelayLink runs once)")
+        self._was_started = True
+        self._doc_sub = self._doc.observe(self._on_transaction)
+        self._awareness_sub = self.awareness.observe(self._on_awareness)
+        self._tasks.append(asyncio.create_task(self._run(), name="relay-link"))
+        self._tasks.append(asyncio.create_task(self._renew_awareness(), name="relay-awareness"))
+
+    async def stop(self) -> None:
+        """Close the connection and stop reconnecting. Idempotent."""
+        if not self._was_started or self._stopped:
+            return
+        self._stopped = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await ws.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._doc_sub is not None:
+            self._doc.unobserve(self._doc_sub)
+            self._doc_sub = None
+        if self._awareness_sub is not None:
+            self.awareness.unobserve(self._awareness_sub)
+            self._awareness_sub = None
+        self._set_status(LinkStatus.CLOSED, "stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_synced(self, timeout: float) -> None:  # noqa: ASYNC109 (API: bounded by design)
+        """Wait until the link is connected and synced with the relay.
+
+        Args:
+            timeout: Seconds to wait.
+
+        Raises:
+            SyncTimeoutError: If not synced in time.
+            RelayRefusedError: If the relay refused the link.
+            LinkClosedError: If the link is not running.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self._refused is not None:
+                        raise RelayRefusedError(self._refused)
+                    if not self.started:
+                        raise LinkClosedError(f"relay link to {self._url.redacted} is not running")
+                    if self.connected:
+                        return
+                    await self._changed.wait()
+        except TimeoutError:
+            raise SyncTimeoutError(
+                f"not synced with {self._url.redacted} after {timeout:g} s "
+                f"({self._status.value}: {self._reason})"
+            ) from None
+
+    # Connection loop
+
+    async def _run(self) -> None:
+        delay = self._backoff_initial
+        while True:
+            self._set_status(LinkStatus.CONNECTING, f"connecting to {self._url.redacted}")
+            try:
+                async with connect(
+                    self._url.url,
+                    max_size=None,
+                    open_timeout=_OPEN_TIMEOUT,
+                    logger=self._log.logger.getChild("websockets"),
+                ) as ws:
+                    reason = await self._session(ws)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                reason = f"cannot reach relay at {self._url.redacted}: {exc or type(exc).__name__}"
+            if self._stopped:
+                return
+            if self._refused is not None:
+                self._log.error("relay refused the link: %s", self._refused)
+                self._set_status(LinkStatus.REFUSED, self._refused)
+                return
+            if self._synced:
+                delay = self._backoff_initial
+            self._synced = False
+            self._log.info("disconnected: %s", reason)
+            self._set_status(LinkStatus.DISCONNECTED, reason)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _session(self, ws: ClientConnection) -> str:
+        out: asyncio.Queue[bytes] = asyncio.Queue()
+        out.put_nowait(protocol.encode_sync_step1(self._doc.get_state()))
+        if self.awareness.get_local_state() is not None:
+            out.put_nowait(self._local_awareness_message())
+        self._ws, self._out = ws, out
+        self._answered = False
+        sender = asyncio.create_task(self._send_loop(ws, out), name="relay-link-sender")
+        try:
+            async for data in ws:
+                if not self._on_message(data, out):
+                    await ws.close()
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ws = self._out = None
+            sender.cancel()
+            try:
+                await sender
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+            except Exception:
+                self._log.exception("sending to the relay failed")
+            self._drop_remote_awareness()
+        code, why = ws.close_code, ws.close_reason
+        if code == CloseCode.FORBIDDEN and self._refused is None:
+            self._refused = why or "relay refused the connection (4403)"
+        if code is None:
+            return "connection lost"
+        return f"relay closed the connection ({code}{': ' + why if why else ''})"
+
+    async def _send_loop(self, ws: ClientConnection, out: asyncio.Queue[bytes]) -> None:
+        while True:
+            await ws.send(await out.get())
+
+    # Incoming
+
+    def _on_message(self, data: str | bytes, out: asyncio.Queue[bytes]) -> bool:
+        """Handle one message; returns False when the connection must end."""
+        if isinstance(data, str):
+            self._log.warning("skipping a text message from the relay (%d chars)", len(data))
+            return True
+        try:
+            message = protocol.parse_message(data)
+        except ProtocolError as exc:
+            self._log.warning("skipping a malformed message from the relay: %s", exc)
+            return True
+        if isinstance(message, SyncStep1):
+            out.put_nowait(protocol.encode_sync_step2(self._doc.get_update(message.state_vector)))
+            self._answered = True
+        elif isinstance(message, SyncStep2 | SyncUpdate):
+            self._apply_remote(message.update)
+            if isinstance(message, SyncStep2) and not self._synced:
+                self._synced = True
+                self._log.info("synced with the relay")
+                self._set_status(LinkStatus.CONNECTED, f"synced with {self._url.redacted}")
+        elif isinstance(message, AwarenessMessage):
+            try:
+                self.awareness.apply_awareness_update(message.update, origin=self)
+            except Exception:
+                self._log.exception("awareness update from the relay failed")
+        elif isinstance(message, QueryAwareness):
+            ids = list(self.awareness.states)
+            payload = self.awareness.encode_awareness_update(ids)
+            out.put_nowait(protocol.encode_awareness(payload))
+        elif isinstance(message, AuthDenied):
+            self._refused = message.reason or "permission denied"
+            return False
+        return True
+
+    def _apply_remote(self, update: bytes) -> None:
+        if update == protocol.EMPTY_UPDATE:
+            return
+        try:
+            with self._doc.transaction(origin=self._origin):
+                self._doc.apply_update(update)
+        except Exception:
+            # Either pycrdt refused the update (the doc is unchanged) or an
+            # observer of the doc failed after it was applied.
+            self._log.exception("applying an update from the relay failed")
+
+    # Outgoing
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        # Runs inside the transaction's commit: must not raise (pycrdt would
+        # re-raise it in whoever committed) and must not touch the doc.
+        out = self._out
+        if out is None or not self._answered or _origin_hash(event) == self._origin_hash:
+            # Before the relay's SyncStep1 is answered, the answer (SyncStep2)
+            # will carry this update. Sending it earlier would reach the relay
+            # before the edits it depends on, where pycrdt keeps it pending
+            # and leaves it out of what late joiners receive.
+            return
+        update = event.update
+        if update != protocol.EMPTY_UPDATE:
+            out.put_nowait(protocol.encode_sync_update(update))
+
+    def _on_awareness(self, topic: str, change: tuple[dict[str, Any], Any]) -> None:
+        out = self._out
+        if out is None or topic != "update" or change[1] != "local":
+            return
+        out.put_nowait(self._local_awareness_message())
+
+    def _local_awareness_message(self) -> bytes:
+        payload = self.awareness.encode_awareness_update([self.awareness.client_id])
+        return protocol.encode_awareness(payload)
+
+    def _drop_remote_awareness(self) -> None:
+        others = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
+        if others:
+            self.awareness.remove_awareness_states(others, origin=self)
+
+    async def _renew_awareness(self) -> None:
+        # Yjs peers forget a state not renewed for 30 s; pycrdt's Awareness
+        # renews ours and expires stale remote ones when started.
+        await self.awareness.start()
+
+    def _set_status(self, status: LinkStatus, reason: str) -> None:
+        self._status, self._reason = status, reason
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if self._on_status is not None:
+            try:
+                self._on_status(status, reason)
+            except Exception:
+                self._log.exception("on_status callback failed")
+
+
+def _origin_hash(event: pycrdt.TransactionEvent) -> int | None:
+    # pycrdt 0.14 gives observers the raw transaction as ``event.transaction``
+    # (missing from its type stubs); ``origin()`` returns the hash of the
+    # Python origin the transaction was created with, or None.
+    origin = cast(Any, event).transaction.origin()
+    return None if origin is None else int(origin)
