@@ -429,7 +429,7 @@ class LineText:
 
     def _bump(self, k: int, dlines: int, dbytes: int) -> None:
         """Record that block ``k`` grew by ``dlines`` lines and ``dbytes`` bytes."""
-        if k < self._fk:
+        if k < self._fk:  # (replace leaves the finger on k itself; kept for safety)
             self._fl += dlines
             self._fb += dbytes
         if self._dirty:

@@ -436,8 +436,10 @@ class RelayLink:
             with self._doc.transaction(origin=self._origin):
                 self._doc.apply_update(update)
         except Exception:
-            # Either pycrdt refused the update (the doc is unchanged) or an
-            # observer of the doc failed after it was applied.
+            # Either pycrdt refused the update (possibly after applying part
+            # of it; the relay trial-applies updates so this should not
+            # happen) or an observer of the doc failed after it was applied.
+            # The next handshake re-syncs by state vector.
             self._log.exception("applying an update from the relay failed")
 
     # Outgoing

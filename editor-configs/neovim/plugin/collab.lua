@@ -1,0 +1,23 @@
+-- collab.nvim commands; the module loads on first use. See lua/collab/init.lua.
+if vim.g.loaded_collab then
+  return
+end
+vim.g.loaded_collab = true
+
+local command = vim.api.nvim_create_user_command
+
+command('CollabShare', function(o)
+  require('collab').share(o.args)
+end, { nargs = '?', desc = 'collab-ls: share this project (optional relay URL)' })
+
+command('CollabJoin', function(o)
+  require('collab').join(o.args)
+end, { nargs = 1, desc = 'collab-ls: join a shared session by URL' })
+
+command('CollabStatus', function()
+  require('collab').show_status()
+end, { nargs = 0, desc = 'collab-ls: show the session status' })
+
+command('CollabStop', function()
+  require('collab').stop()
+end, { nargs = 0, desc = 'collab-ls: stop collab-ls' })

@@ -1,0 +1,471 @@
+"""The y-websocket wire format, defined once for the relay and the client link.
+
+Every websocket message is one binary frame holding one message::
+
+    message       = varUint(type) body
+    SYNC (0)      = varUint(sub-type) varUint8Array(payload)
+                    sub-type 0 SyncStep1: payload is a state vector
+                    sub-type 1 SyncStep2: payload is a Yjs v1 update (the answer to a SyncStep1)
+                    sub-type 2 Update:    payload is a Yjs v1 update
+    AWARENESS (1) = varUint8Array(awareness update)
+                    awareness update = varUint(n) n * (varUint(clientID) varUint(clock)
+                                       varString(JSON state, "null" when the client left))
+    AUTH (2)      = varUint(0 = permission denied) varString(reason)
+    QUERY_AWARENESS (3) = nothing
+
+``varUint`` is the unsigned LEB128 integer of lib0, ``varUint8Array`` a varUint
+length followed by that many bytes and ``varString`` a varUint8Array of UTF-8.
+This is what Yjs' ``y-websocket`` provider and server speak, so standard Yjs
+clients interoperate with the relay.
+
+:func:`parse_message` is strict where pycrdt's own ``Decoder`` is lenient (it
+reads past the end, silently truncates, and ignores trailing bytes): every
+malformed, truncated or unknown message raises :class:`ProtocolError` with a
+text fit for a log line or a websocket close reason, and nothing else. The
+Yjs updates inside sync messages are checked by decoding them with pycrdt.
+(An update that decodes can still fail half-way through ``apply_update``;
+:mod:`relay.room` tries each update on a replica before forwarding it.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import pycrdt
+from pycrdt import YSyncMessageType as SyncMessageType
+
+__all__ = [
+    "MAX_CLOSE_REASON_BYTES",
+    "AuthDenied",
+    "AwarenessEntry",
+    "AwarenessMessage",
+    "CloseCode",
+    "Message",
+    "MessageType",
+    "ProtocolError",
+    "QueryAwareness",
+    "SyncMessageType",
+    "SyncStep1",
+    "SyncStep2",
+    "SyncUpdate",
+    "close_reason",
+    "encode_auth_denied",
+    "encode_awareness",
+    "encode_awareness_update",
+    "encode_query_awareness",
+    "encode_sync_step1",
+    "encode_sync_step2",
+    "encode_sync_update",
+    "parse_awareness_update",
+    "parse_message",
+    "parse_state_vector",
+    "validate_update",
+]
+
+#: Largest integer accepted in a varUint (lib0 itself stops at 2**53 - 1).
+MAX_VAR_UINT = 2**64 - 1
+#: The longest close reason the websocket protocol allows, in UTF-8 bytes.
+MAX_CLOSE_REASON_BYTES = 123
+#: The update of an empty document, sent by peers that have nothing new.
+EMPTY_UPDATE = b"\x00\x00"
+
+_AUTH_PERMISSION_DENIED = 0
+
+
+class MessageType(IntEnum):
+    """The top-level y-websocket message types."""
+
+    SYNC = 0
+    AWARENESS = 1
+    AUTH = 2
+    QUERY_AWARENESS = 3
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes used between the relay and its clients."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    BAD_MESSAGE = 4400
+    FORBIDDEN = 4403
+    SLOW_CONSUMER = 4408
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid y-websocket; the text says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    """Sync step 1: "here is my state vector, send me what I miss"."""
+
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    """Sync step 2: the update answering a :class:`SyncStep1`."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    """An incremental document update."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state inside an awareness update.
+
+    Attributes:
+        client_id: The Yjs client id the state belongs to.
+        clock: Increases with every change of that client's state.
+        state_json: The state as JSON text; ``"null"`` means the client left.
+    """
+
+    client_id: int
+    clock: int
+    state_json: str
+
+    @property
+    def state(self) -> Any:
+        """The decoded state, ``None`` when the client left."""
+        return json.loads(self.state_json)
+
+    @property
+    def removed(self) -> bool:
+        """Whether this entry says the client left."""
+        return self.state is None
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessMessage:
+    """An awareness update: the raw payload and its decoded entries."""
+
+    update: bytes
+    entries: tuple[AwarenessEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDenied:
+    """An auth message: permission denied, with the reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    """A request for the full current awareness."""
+
+
+Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | AuthDenied | QueryAwareness
+
+
+class _Reader:
+    """A bounds-checked reader over one message."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self._data = data
+        self._pos = 0
+        self._what = what
+
+    def var_uint(self, field: str) -> int:
+        value = 0
+        shift = 0
+        start = self._pos
+        while True:
+            if self._pos >= len(self._data):
+                raise ProtocolError(
+                    f"truncated {self._what}: {field} ends at byte {start}"
+                    if self._pos == start
+                    else f"truncated {self._what}: unterminated varint for {field} at byte {start}"
+                )
+            byte = self._data[self._pos]
+            self._pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift >= 70:
+                raise ProtocolError(
+                    f"bad {self._what}: varint for {field} at byte {start} too long"
+                )
+        if value > MAX_VAR_UINT:
+            raise ProtocolError(f"bad {self._what}: varint for {field} at byte {start} too large")
+        return value
+
+    def var_bytes(self, field: str) -> bytes:
+        start = self._pos
+        length = self.var_uint(f"length of {field}")
+        end = self._pos + length
+        if end > len(self._data):
+            raise ProtocolError(
+                f"truncated {self._what}: {field} at byte {start} claims {length} bytes, "
+                f"only {len(self._data) - self._pos} left"
+            )
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def var_string(self, field: str) -> str:
+        raw = self.var_bytes(field)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"bad {self._what}: {field} is not UTF-8 ({exc.reason})") from None
+
+    def end(self) -> None:
+        extra = len(self._data) - self._pos
+        if extra:
+            raise ProtocolError(f"bad {self._what}: {extra} trailing bytes after the message")
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse one y-websocket message, checking it completely.
+
+    Args:
+        data: The bytes of one binary websocket frame.
+
+    Returns:
+        The typed message. Sync payloads are checked: state vectors are well
+        formed and updates decode as Yjs v1 updates.
+
+    Raises:
+        ProtocolError: On anything malformed: bad or truncated varints,
+            lengths past the end, unknown types, trailing bytes, updates that
+            do not decode, awareness states that are not JSON.
+    """
+    if not data:
+        raise ProtocolError("empty message")
+    reader = _Reader(bytes(data), "message")
+    kind = reader.var_uint("message type")
+    message: Message
+    if kind == MessageType.SYNC:
+        sub = reader.var_uint("sync message type")
+        if sub == SyncMessageType.SYNC_STEP1:
+            state_vector = reader.var_bytes("state vector")
+            parse_state_vector(state_vector)
+            message = SyncStep1(state_vector)
+        elif sub == SyncMessageType.SYNC_STEP2:
+            update = reader.var_bytes("update")
+            validate_update(update)
+            message = SyncStep2(update)
+        elif sub == SyncMessageType.SYNC_UPDATE:
+            update = reader.var_bytes("update")
+            validate_update(update)
+            message = SyncUpdate(update)
+        else:
+            raise ProtocolError(f"unknown sync message type {sub}")
+    elif kind == MessageType.AWARENESS:
+        payload = reader.var_bytes("awareness update")
+        message = AwarenessMessage(payload, parse_awareness_update(payload))
+    elif kind == MessageType.AUTH:
+        auth_kind = reader.var_uint("auth message type")
+        if auth_kind != _AUTH_PERMISSION_DENIED:
+            raise ProtocolError(f"unknown auth message type {auth_kind}")
+        message = AuthDenied(reader.var_string("reason"))
+    elif kind == MessageType.QUERY_AWARENESS:
+        message = QueryAwareness()
+    else:
+        raise ProtocolError(f"unknown message type {kind}")
+    reader.end()
+    return message
+
+
+def parse_state_vector(state_vector: bytes) -> dict[int, int]:
+    """Decode a state vector.
+
+    Args:
+        state_vector: ``varUint(n) n * (varUint(clientID) varUint(clock))``.
+
+    Returns:
+        The clock of each client.
+
+    Raises:
+        ProtocolError: If it is malformed.
+    """
+    reader = _Reader(state_vector, "state vector")
+    count = reader.var_uint("entry count")
+    clocks: dict[int, int] = {}
+    for _ in range(count):
+        client_id = reader.var_uint("client id")
+        clocks[client_id] = reader.var_uint("clock")
+    reader.end()
+    return clocks
+
+
+def validate_update(update: bytes) -> None:
+    """Check that bytes decode as a Yjs v1 update, without applying them.
+
+    Args:
+        update: The update.
+
+    Raises:
+        ProtocolError: If pycrdt cannot decode it.
+    """
+    if update == EMPTY_UPDATE:
+        return
+    try:
+        pycrdt.get_state(update)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a Rust panic surfaces as a BaseException
+        raise ProtocolError(f"bad update: {exc}") from None
+
+
+def parse_awareness_update(payload: bytes) -> tuple[AwarenessEntry, ...]:
+    """Decode an awareness update.
+
+    Args:
+        payload: The awareness update (the body of an AWARENESS message).
+
+    Returns:
+        Its entries, in order.
+
+    Raises:
+        ProtocolError: If it is malformed or a state is not JSON.
+    """
+    reader = _Reader(payload, "awareness update")
+    count = reader.var_uint("entry count")
+    entries: list[AwarenessEntry] = []
+    for _ in range(count):
+        client_id = reader.var_uint("client id")
+        clock = reader.var_uint("clock")
+        state_json = reader.var_string("state")
+        if not state_json:
+            state_json = "null"  # pycrdt reads an empty state as "left"
+        try:
+            json.loads(state_json)
+        except ValueError as exc:
+            raise ProtocolError(
+                f"bad awareness update: state of client {client_id} is not JSON ({exc})"
+            ) from None
+        entries.append(AwarenessEntry(client_id, clock, state_json))
+    reader.end()
+    return tuple(entries)
+
+
+def encode_sync_step1(state_vector: bytes) -> bytes:
+    """Build a SyncStep1 message.
+
+    Args:
+        state_vector: The sender's state vector (``Doc.get_state()``).
+
+    Returns:
+        The message.
+    """
+    return _sync_message(SyncMessageType.SYNC_STEP1, state_vector)
+
+
+def encode_sync_step2(update: bytes) -> bytes:
+    """Build a SyncStep2 message.
+
+    Args:
+        update: What the other side misses (``Doc.get_update(their_state_vector)``).
+
+    Returns:
+        The message.
+    """
+    return _sync_message(SyncMessageType.SYNC_STEP2, update)
+
+
+def encode_sync_update(update: bytes) -> bytes:
+    """Build a sync Update message.
+
+    Args:
+        update: A Yjs v1 update (``TransactionEvent.update``).
+
+    Returns:
+        The message.
+    """
+    return pycrdt.create_update_message(update)
+
+
+def encode_awareness(payload: bytes) -> bytes:
+    """Build an AWARENESS message around an encoded awareness update.
+
+    Args:
+        payload: An awareness update (``Awareness.encode_awareness_update(ids)``
+            or :func:`encode_awareness_update`).
+
+    Returns:
+        The message.
+    """
+    return pycrdt.create_awareness_message(payload)
+
+
+def encode_awareness_update(entries: Iterable[AwarenessEntry]) -> bytes:
+    """Encode awareness entries as an awareness update payload.
+
+    Args:
+        entries: The entries.
+
+    Returns:
+        The payload, to wrap with :func:`encode_awareness`.
+    """
+    encoder = pycrdt.Encoder()
+    items = list(entries)
+    encoder.write_var_uint(len(items))
+    for entry in items:
+        encoder.write_var_uint(entry.client_id)
+        encoder.write_var_uint(entry.clock)
+        raw = entry.state_json.encode("utf-8")
+        encoder.stream.append(pycrdt.write_var_uint(len(raw)) + raw)
+    return encoder.to_bytes()
+
+
+def encode_auth_denied(reason: str) -> bytes:
+    """Build an AUTH permission-denied message.
+
+    Args:
+        reason: Why.
+
+    Returns:
+        The message.
+    """
+    raw = reason.encode("utf-8")
+    return (
+        pycrdt.write_var_uint(MessageType.AUTH)
+        + pycrdt.write_var_uint(_AUTH_PERMISSION_DENIED)
+        + pycrdt.write_message(raw)
+    )
+
+
+def encode_query_awareness() -> bytes:
+    """Build a QUERY_AWARENESS message.
+
+    Returns:
+        The message.
+    """
+    return pycrdt.write_var_uint(MessageType.QUERY_AWARENESS)
+
+
+def close_reason(text: str) -> str:
+    """Shorten a text to fit in a websocket close frame.
+
+    Args:
+        text: The reason.
+
+    Returns:
+        The text, cut at a character boundary to at most 123 UTF-8 bytes.
+    """
+    raw = text.encode("utf-8")
+    if len(raw) <= MAX_CLOSE_REASON_BYTES:
+        return text
+    return raw[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def _sync_message(sub: SyncMessageType, payload: bytes) -> bytes:
+    return (
+        pycrdt.write_var_uint(MessageType.SYNC)
+        + pycrdt.write_var_uint(sub)
+        + pycrdt.write_message(payload)
+    )
