@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pycrdt
 
@@ -39,16 +40,17 @@ class DocBinding:
         version: int,
         encoding: Encoding,
         *,
+        honest: bool = False,
         send_edit: SendEdit,
         logger: logging.Logger,
     ) -> None:
         self.key = key
         self.uri = uri
-        self.sync = EditorSync(text, version, encoding)
+        self.sync = EditorSync(text, version, encoding, honest=honest)
         self._opened_text = text
         self._send_edit = send_edit
         self._log = logger
-        self._doc: pycrdt.Doc | None = None
+        self._doc: pycrdt.Doc[Any] | None = None
         self._text: pycrdt.Text | None = None
         self._sub: pycrdt.Subscription | None = None
         self._unbound_ops: list[Op] = []
@@ -61,7 +63,7 @@ class DocBinding:
         """Whether the document is attached to a shared text."""
         return self._text is not None
 
-    def bind(self, doc: pycrdt.Doc, text: pycrdt.Text) -> bool:
+    def bind(self, doc: pycrdt.Doc[Any], text: pycrdt.Text) -> bool:
         """Attach to the session's text of this document.
 
         Returns:
@@ -83,7 +85,9 @@ class DocBinding:
                     len(self._unbound_ops),
                 )
             size = self.sync.shadow.byte_len
-            self.sync.remote([Del(0, size), Ins(0, session_text)] if size else [Ins(0, session_text)])
+            self.sync.remote(
+                [Del(0, size), Ins(0, session_text)] if size else [Ins(0, session_text)]
+            )
             replaced = True
         self._unbound_ops = []
         self._sub = text.observe(self._on_text)
@@ -136,7 +140,7 @@ class DocBinding:
     def _on_text(self, event: pycrdt.TextEvent) -> None:
         if event.transaction.origin == LOCAL:
             return
-        self.sync.remote(from_delta(event.delta))
+        self.sync.remote(from_delta(event.delta))  # type: ignore[attr-defined]
         self.schedule_pump()
 
     def _apply(self, ops: Sequence[Op]) -> None:

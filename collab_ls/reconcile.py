@@ -148,8 +148,12 @@ class ChangeResult:
 class EditorSync:
     """Keeps one editor buffer and one CRDT text in step; see the module docstring."""
 
-    def __init__(self, text: str, version: int, encoding: Encoding) -> None:
+    def __init__(
+        self, text: str, version: int, encoding: Encoding, *, honest: bool = False
+    ) -> None:
         self.shadow = LineText(text)
+        self.honest = honest
+        """The client's ``applied: true`` means applied (VS Code, our Neovim config)."""
         self.version = version
         self.encoding = encoding
         self.pending: list[Op] = []
@@ -224,9 +228,13 @@ class EditorSync:
             and inflight.state is InflightState.ACKED
             and self._held
         ):
-            # The first notification after `applied: true` did not complete the echo:
-            # the editor skipped the edit, and what it reported is the user's typing.
-            result.ops.extend(self._release_held())
+            # The first notification after `applied: true` did not complete the echo.
+            if self.honest or self._near_echo():
+                # It was applied and adjusted by the editor, maybe typed after.
+                result.ops.extend(self._echo_with_correction())
+            else:
+                # The editor skipped the edit: what it reported is the user's typing.
+                result.ops.extend(self._release_held())
         elif (
             self.desynced
             and inflight is not None
@@ -256,6 +264,9 @@ class EditorSync:
             self._inflight = None
             return self._release_held()
         if self._held:
+            if self.honest or self._near_echo():
+                # Applied, and the editor adjusted it (e.g. Neovim's final newline).
+                return self._echo_with_correction()
             # With the echo sent before the response (no debounce) it would be
             # complete by now; so these changes came first and made the edit stale.
             return self._release_held()
@@ -290,8 +301,11 @@ class EditorSync:
             else:
                 sent.add(op.pos, op.size, b"", base=base)
         count = len(self.pending)
-        edits = tuple(self._text_edit(seg.start, seg.end, seg.old, seg.new) for seg in sent.segments)
-        edits = tuple(e for e in edits if e is not None)
+        edits = tuple(
+            e
+            for seg in sent.segments
+            if (e := self._text_edit(seg.start, seg.end, seg.old, seg.new)) is not None
+        )
         if not edits:
             del self.pending[:count]
             return None
@@ -337,7 +351,12 @@ class EditorSync:
         # Keep \r\n line breaks whole.
         if 0 < p < len(old) and old[p - 1] == "\r" and old[p] == "\n":
             p -= 1
-        if q and len(old) - q < len(old) and old[len(old) - q - 1] == "\r" and old[len(old) - q] == "\n":
+        if (
+            q
+            and len(old) - q < len(old)
+            and old[len(old) - q - 1] == "\r"
+            and old[len(old) - q] == "\n"
+        ):
             q -= 1
         start = blen(old[:p])
         end = self.shadow.byte_len - blen(old[len(old) - q :]) if q else self.shadow.byte_len
@@ -358,6 +377,52 @@ class EditorSync:
         self._inflight = None
         self._held.clear()
         self._held_set = EditSet()
+
+    def _regions(self) -> tuple[int, bytes, bytes]:
+        """Start, expected bytes and actual bytes of the region the edit and the echo touch."""
+        inflight = self._inflight
+        assert inflight is not None
+        sent, seen = inflight.sent, self._held_set
+        spans = [es.span() for es in (sent, seen) if es]
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        base = seen.base_bytes(lo, hi, self._current_bytes)
+        expected = sent.render(lo, hi, base)
+        actual = self._current_bytes(lo, hi + seen.delta)
+        return lo, expected, actual
+
+    def _near_echo(self) -> bool:
+        """The held changes are the edit, with only line breaks added or removed.
+
+        Neovim adjusts edits near the end of a buffer (the final newline it
+        always keeps, an empty line after an append); a user's own typing does
+        not contain the whole edit.
+        """
+        if self._inflight is None or not self._held_set or not self._inflight.sent:
+            return False
+        _, expected, actual = self._regions()
+        p, q = _common_affixes(expected, actual)
+        return not expected[p : len(expected) - q].strip(b"\r\n") and not actual[
+            p : len(actual) - q
+        ].strip(b"\r\n")
+
+    def _echo_with_correction(self) -> list[Op]:
+        """The edit was applied but the editor's text differs a little: keep the editor's.
+
+        The difference between what the edit should have produced and what the
+        editor holds becomes a local change, so every replica converges on the
+        editor's text.
+        """
+        lo, expected, actual = self._regions()
+        p, q = _common_affixes(expected, actual)
+        inflight = self._inflight
+        assert inflight is not None
+        del self.pending[: inflight.count]
+        self._inflight = None
+        self._held.clear()
+        self._held_set = EditSet()
+        start = lo + p
+        end = lo + len(expected) - q
+        return self._local(start, end - start, actual[p : len(actual) - q].decode())
 
     def _release_held(self) -> list[Op]:
         """The in-flight edit was not applied: held changes are the user's typing."""
@@ -383,18 +448,23 @@ class EditorSync:
             q += 1
         if p == len(old_s) == len(new_s):
             return None
-        while True:
-            try:
-                sl, sc = self._position(start + blen(old_s[:p]))
-            except PositionError:
-                p -= 1  # inside a \r\n line break: widen by one character
-                continue
-            try:
-                el, ec = self._position(end - (blen(old_s[len(old_s) - q :]) if q else 0))
-            except PositionError:
-                q -= 1
-                continue
-            return TextEdit(sl, sc, el, ec, new_s[p : len(new_s) - q])
+        start += blen(old_s[:p])
+        end -= blen(old_s[len(old_s) - q :]) if q else 0
+        text = new_s[p : len(new_s) - q]
+        try:
+            sl, sc = self._position(start)
+        except PositionError:
+            # Between the \r and \n of a line break: take the \r in.
+            start -= 1
+            text = "\r" + text
+            sl, sc = self._position(start)
+        try:
+            el, ec = self._position(end)
+        except PositionError:
+            end += 1
+            text += "\n"
+            el, ec = self._position(end)
+        return TextEdit(sl, sc, el, ec, text)
 
     def _position(self, offset: int) -> tuple[int, int]:
         return self.shadow.to_position(offset, self.encoding)
@@ -436,6 +506,31 @@ class EditorSync:
         self._resync_sent = None
         # Operations from peers that arrived after the resync text was taken stay pending.
         return True
+
+
+def _common_affixes(a: bytes, b: bytes) -> tuple[int, int]:
+    """Lengths of the common prefix and suffix of two UTF-8 strings, on character bounds."""
+
+    def continuation(data: bytes, i: int) -> bool:
+        return i < len(data) and (data[i] & 0xC0) == 0x80
+
+    limit = min(len(a), len(b))
+    p = 0
+    while p < limit and a[p] == b[p]:
+        p += 1
+    while p and (continuation(a, p) or continuation(b, p)):
+        p -= 1
+    q = 0
+    while q < limit - p and a[len(a) - 1 - q] == b[len(b) - 1 - q]:
+        q += 1
+    while q and continuation(a, len(a) - q):
+        q -= 1
+    # Keep a \r\n line break whole.
+    if p and a[p - 1 : p + 1] == b"\r\n":
+        p -= 1
+    if q and len(a) - q > 0 and a[len(a) - q - 1 : len(a) - q + 1] == b"\r\n":
+        q -= 1
+    return p, q
 
 
 __all__ = [

@@ -39,6 +39,10 @@ REMOTE = "collab-ls:relay"
 """Origin of the transactions that apply peers' updates from the relay."""
 
 
+HONEST_CLIENTS = frozenset({"Visual Studio Code", "Visual Studio Code - Insiders", "Emacs"})
+"""Clients known to refuse a stale edit rather than skip it and say ``applied: true``."""
+
+
 class InvalidChange(ValueError):
     """A ``didChange`` whose JSON does not have the LSP shape."""
 
@@ -80,7 +84,7 @@ class CollabProtocol(LanguageServerProtocol):
 
     _server: CollabServer
 
-    def get_message_type(self, method: str) -> Any:
+    def get_message_type(self, method: str) -> Any:  # type: ignore[override]
         if method == types.TEXT_DOCUMENT_DID_CHANGE:
             return None  # keep params as plain JSON: see the module docstring
         return super().get_message_type(method)
@@ -118,7 +122,8 @@ class CollabServer(LanguageServer):
         self.options = options
         self.root = Path.cwd()
         self.encoding = Encoding.UTF16
-        self.doc = pycrdt.Doc()
+        self.honest_client = False
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self.session = Session(self.doc)
         self.url: str | None = None
         self.connected = False
@@ -144,9 +149,21 @@ class CollabServer(LanguageServer):
             self.root = Path(unquote(urlparse(root_uri).path))
         elif params.root_path:
             self.root = Path(params.root_path)
+        init = params.initialization_options
+        client = (params.client_info.name if params.client_info else "") or ""
+        # Clients whose `applied: true` can be trusted: they refuse stale edits.
+        self.honest_client = (
+            isinstance(init, dict) and init.get("honestApplyEdit") is True
+        ) or client in HONEST_CLIENTS
         encoding = self.workspace.position_encoding
         self.encoding = Encoding.parse(getattr(encoding, "value", encoding))
-        log.info("workspace root %s, position encoding %s", self.root, self.encoding)
+        log.info(
+            "workspace root %s, position encoding %s, client %r (applyEdit answers %s)",
+            self.root,
+            self.encoding,
+            client,
+            "trusted" if self.honest_client else "checked against the echo",
+        )
 
     async def start_session(self) -> None:
         """Start the relay (host, embedded) and the link; from ``initialized``."""
@@ -252,6 +269,7 @@ class CollabServer(LanguageServer):
             item.text,
             item.version,
             self.encoding,
+            honest=self.honest_client,
             send_edit=self._send_edit,
             logger=log,
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pycrdt
@@ -42,7 +43,7 @@ class NotInWorkspace(ValueError):
 class Session:
     """Typed access to the session document's layout."""
 
-    def __init__(self, doc: pycrdt.Doc) -> None:
+    def __init__(self, doc: pycrdt.Doc[Any]) -> None:
         self.doc = doc
         self.files: pycrdt.Map[pycrdt.Text] = doc.get(FILES, type=pycrdt.Map)
         self.requests: pycrdt.Map[str] = doc.get(REQUESTS, type=pycrdt.Map)

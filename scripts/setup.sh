@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 if [ -f tests/interop/package-lock.json ]; then
   if ! command -v npm >/dev/null; then
@@ -26,5 +26,8 @@ if [ -f tests/interop/package-lock.json ]; then
     fi
   fi
   npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+fi
+if [ -f bench/node/package-lock.json ]; then
+  npm ci --prefix bench/node --no-audit --no-fund --loglevel=error >/dev/null
 fi
 echo "setup done: .venv ready ($(.venv/bin/python --version), $(.venv/bin/nvim --version | head -1))" >&2

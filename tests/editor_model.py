@@ -185,7 +185,9 @@ class Peer:
         self.doc = doc
         self.honest = honest
         self.text = doc.get("t", type=pycrdt.Text)
-        self.sync = EditorSync(editor.text, editor.version, editor.encoding)
+        # Only stock Neovim answers `applied: true` for an edit it skipped.
+        truthful = honest or not editor.kind.startswith("nvim")
+        self.sync = EditorSync(editor.text, editor.version, editor.encoding, honest=truthful)
         self.outbox: list[bytes] = []
         self.text.observe(self._on_text)
         doc.observe(self._on_update)

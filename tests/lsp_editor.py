@@ -49,6 +49,7 @@ class LspEditor:
 
     async def start(self, *args: str) -> types.InitializeResult:
         self.client = make_test_lsp_client()
+
         def apply_edit(
             params: types.ApplyWorkspaceEditParams,
         ) -> types.ApplyWorkspaceEditResult:
@@ -62,6 +63,8 @@ class LspEditor:
         result = await self.client.initialize_session(
             types.InitializeParams(
                 capabilities=caps,
+                # The VS Code style refuses stale edits: it may say so, as VS Code does.
+                initialization_options={"honestApplyEdit": self.style == "visual-studio-code"},
                 root_uri=self.root.as_uri(),
                 workspace_folders=[types.WorkspaceFolder(uri=self.root.as_uri(), name=self.name)],
             )
@@ -77,7 +80,9 @@ class LspEditor:
             await self.client.stop()
 
     def log(self) -> str:
-        return self.stderr_path.read_text() if self.stderr_path and self.stderr_path.exists() else ""
+        return (
+            self.stderr_path.read_text() if self.stderr_path and self.stderr_path.exists() else ""
+        )
 
     # ---------------------------------------------------------------- editing
 
@@ -110,7 +115,9 @@ class LspEditor:
         buf.version += 1
         self.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=buf.uri, version=buf.version),
+                text_document=types.VersionedTextDocumentIdentifier(
+                    uri=buf.uri, version=buf.version
+                ),
                 content_changes=[
                     types.TextDocumentContentChangePartial(
                         range=types.Range(types.Position(sl, sc), types.Position(el, ec)),
@@ -166,7 +173,7 @@ class LspEditor:
         return [m.message for m in self.client.messages]
 
 
-async def eventually(check: Any, timeout: float = 15.0, what: str = "condition") -> None:
+async def eventually(check: Any, timeout: float = 15.0, what: str = "condition") -> None:  # noqa: ASYNC109
     """Wait until ``check()`` is true (bounded); fail with ``what`` otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

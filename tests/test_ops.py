@@ -61,7 +61,7 @@ def test_transform_converges(case: tuple[str, list[Op], list[Op]]) -> None:
 @settings(max_examples=500, deadline=None)
 @given(concurrent())
 def test_transform_keeps_every_insert(case: tuple[str, list[Op], list[Op]]) -> None:
-    text, a, b = case
+    _, a, b = case
     a2, _ = transform(a, b)
     inserted = sum(op.size for op in a if isinstance(op, Ins))
     assert sum(op.size for op in a2 if isinstance(op, Ins)) == inserted

@@ -223,7 +223,15 @@ async def test_bad_input_is_reported_and_text_survives(
     guest.send_raw_change(
         REL,
         99,
-        [{"range": {"start": {"line": 500, "character": 0}, "end": {"line": 501, "character": 0}}, "text": "x"}],
+        [
+            {
+                "range": {
+                    "start": {"line": 500, "character": 0},
+                    "end": {"line": 501, "character": 0},
+                },
+                "text": "x",
+            }
+        ],
     )
     # Malformed change: reported.
     guest.send_raw_change(REL, 100, [{"range": {"start": {"line": "a"}}, "text": 3}])

@@ -318,6 +318,9 @@ local function start(args, role)
     cmd = cmd,
     root_dir = root,
     flags = { debounce_text_changes = M.config.debounce },
+    -- Our applyEdit handler answers honestly (applied = false when stale), so
+    -- collab-ls may trust `applied = true`.
+    init_options = { honestApplyEdit = true },
     handlers = {
       ['workspace/applyEdit'] = M.apply_edit,
       ['window/showMessage'] = on_show_message,
