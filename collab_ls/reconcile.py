@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from collab_ls.editset import EditSet, same_result
 from collab_ls.linetext import LineText
 from collab_ls.ops import Del, Ins, Op, replacement, transform
-from collab_ls.units import Encoding, PositionError, blen
+from collab_ls.units import Encoding, PositionError
 
 # A range far past any real document: editors clamp it to the end of the buffer.
 _FAR_LINE = 2_000_000_000
@@ -340,27 +340,9 @@ class EditorSync:
         Replacing everything in the CRDT would duplicate peers' concurrent
         edits, so the change is narrowed to what actually differs.
         """
-        old = self.shadow.text()
-        limit = min(len(old), len(new))
-        p = 0
-        while p < limit and old[p] == new[p]:
-            p += 1
-        q = 0
-        while q < limit - p and old[len(old) - 1 - q] == new[len(new) - 1 - q]:
-            q += 1
-        # Keep \r\n line breaks whole.
-        if 0 < p < len(old) and old[p - 1] == "\r" and old[p] == "\n":
-            p -= 1
-        if (
-            q
-            and len(old) - q < len(old)
-            and old[len(old) - q - 1] == "\r"
-            and old[len(old) - q] == "\n"
-        ):
-            q -= 1
-        start = blen(old[:p])
-        end = self.shadow.byte_len - blen(old[len(old) - q :]) if q else self.shadow.byte_len
-        return start, end, new[p : len(new) - q]
+        old_b, new_b = self.shadow.text().encode(), new.encode()
+        p, q = _common_affixes(old_b, new_b)
+        return p, len(old_b) - q, new_b[p : len(new_b) - q].decode()
 
     def _local(self, pos: int, size: int, text: str) -> list[Op]:
         """A change the user made (shadow coordinates) becomes CRDT operations."""
@@ -436,21 +418,14 @@ class EditorSync:
 
     def _text_edit(self, start: int, end: int, old: bytes, new: bytes) -> TextEdit | None:
         """A minimal ``TextEdit`` for base bytes ``[start, end)`` -> ``new``."""
-        old_s, new_s = old.decode(), new.decode()
+        if old == new:
+            return None
         # Trim the common prefix and suffix so the edit leaves untouched text
         # (notably the final newline) alone, as editors apply such edits verbatim.
-        p = 0
-        limit = min(len(old_s), len(new_s))
-        while p < limit and old_s[p] == new_s[p]:
-            p += 1
-        q = 0
-        while q < limit - p and old_s[-1 - q] == new_s[-1 - q]:
-            q += 1
-        if p == len(old_s) == len(new_s):
-            return None
-        start += blen(old_s[:p])
-        end -= blen(old_s[len(old_s) - q :]) if q else 0
-        text = new_s[p : len(new_s) - q]
+        p, q = _common_affixes(old, new)
+        start += p
+        end -= q
+        text = new[p : len(new) - q].decode()
         try:
             sl, sc = self._position(start)
         except PositionError:
