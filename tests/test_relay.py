@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pycrdt
@@ -34,6 +34,7 @@ from relay.protocol import (
     parse_message,
 )
 from relay.server import Relay, RelayError
+from tests.relay_helpers import append, files, new_room, text, wait_until
 
 REMOTE = "remote"
 
@@ -188,33 +189,6 @@ def test_close_reason_fits_a_close_frame() -> None:
 
 
 # The relay, with raw websocket clients
-
-
-def new_room() -> tuple[str, str]:
-    return secrets.token_hex(16), secrets.token_urlsafe(16)
-
-
-def files(doc: pycrdt.Doc[Any]) -> pycrdt.Map[Any]:
-    return doc.get("files", type=pycrdt.Map)
-
-
-def text(doc: pycrdt.Doc[Any], path: str) -> str | None:
-    value = files(doc).get(path)
-    return None if value is None else str(value)
-
-
-def append(doc: pycrdt.Doc[Any], path: str, s: str) -> None:
-    value = files(doc)[path]
-    assert isinstance(value, pycrdt.Text)
-    value += s
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def closed_with(ws: ClientConnection, within: float = 5.0) -> tuple[int, str]:

@@ -41,6 +41,21 @@ async def _guest(tmp: Path, name: str, url: str, style: Style = "visual-studio-c
     return guest
 
 
+async def _pair(
+    tmp: Path, editors: list[LspEditor], *host_args: str, guest_style: Style = "visual-studio-code"
+) -> tuple[LspEditor, LspEditor]:
+    """A host and a guest, both with REL open and in sync."""
+    host = await _host(tmp, "neovim", *host_args)
+    editors.append(host)
+    host.open(REL)
+    url = await host.command("collab.shareUrl")
+    guest = await _guest(tmp, "guest", url, guest_style)
+    editors.append(guest)
+    guest.open(REL)
+    await eventually(lambda: _converged([host, guest]), what="initial sync")
+    return host, guest
+
+
 @pytest.fixture
 async def editors() -> AsyncIterator[list[LspEditor]]:
     started: list[LspEditor] = []
@@ -180,14 +195,7 @@ async def test_relay_restart_reconnects_and_keeps_everything(
     relay = _start_relay(port, tmp_path / "relay1.log")
     try:
         await _wait_port(port)
-        host = await _host(tmp_path, "neovim", "--relay", f"ws://127.0.0.1:{port}")
-        editors.append(host)
-        host.open(REL)
-        url = await host.command("collab.shareUrl")
-        guest = await _guest(tmp_path, "guest", url)
-        editors.append(guest)
-        guest.open(REL)
-        await eventually(lambda: _converged([host, guest]), what="initial sync")
+        host, guest = await _pair(tmp_path, editors, "--relay", f"ws://127.0.0.1:{port}")
         relay.kill()
         relay.wait(10)
         await eventually(
@@ -211,14 +219,7 @@ async def test_relay_restart_reconnects_and_keeps_everything(
 async def test_bad_input_is_reported_and_text_survives(
     tmp_path: Path, editors: list[LspEditor]
 ) -> None:
-    host = await _host(tmp_path)
-    editors.append(host)
-    host.open(REL)
-    url = await host.command("collab.shareUrl")
-    guest = await _guest(tmp_path, "guest", url)
-    editors.append(guest)
-    guest.open(REL)
-    await eventually(lambda: _converged([host, guest]), what="initial sync")
+    host, guest = await _pair(tmp_path, editors)
     # Out-of-range position: reported, and the guest's buffer is re-synchronised.
     guest.send_raw_change(
         REL,
