@@ -23,6 +23,8 @@ from collab_ls.units import Encoding
 LOCAL = "collab-ls:local"
 """Origin of the transactions that carry the local editor's changes."""
 
+_LOCAL_HASH = hash(LOCAL)  # pycrdt keeps transaction origins as their hashes
+
 ECHO_TIMEOUT = 1.0
 """Seconds to wait for the echo of an edit answered ``applied: true``."""
 
@@ -90,14 +92,16 @@ class DocBinding:
             )
             replaced = True
         self._unbound_ops = []
-        self._sub = text.observe(self._on_text)
+        # The raw observer: pycrdt's wrapped one builds a TextEvent for every
+        # transaction, the local ones included; this one reads the origin first.
+        self._sub = text.integrated.observe(self._on_text)
         self.schedule_pump()
         return replaced
 
     def unbind(self) -> None:
         """Detach (the editor closed the document)."""
-        if self._text is not None and self._sub is not None:
-            self._text.unobserve(self._sub)
+        if self._sub is not None:
+            self._sub.drop()
         self._text = self._doc = None
         self._sub = None
         if self._timer:
@@ -137,10 +141,11 @@ class DocBinding:
 
     # ------------------------------------------------------------- CRDT side
 
-    def _on_text(self, event: pycrdt.TextEvent) -> None:
-        if event.transaction.origin == LOCAL:
+    def _on_text(self, event: Any) -> None:
+        """A raw pycrdt text event: ``transaction.origin()`` is the origin's hash."""
+        if event.transaction.origin() == _LOCAL_HASH:
             return
-        self.sync.remote(from_delta(event.delta))  # type: ignore[attr-defined]
+        self.sync.remote(from_delta(event.delta))
         self.schedule_pump()
 
     def _apply(self, ops: Sequence[Op]) -> None:

@@ -30,12 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``collab-ls``."""
     options = parse_args(argv)
     setup_logging(options)
-    from collab_ls.server import create_server
+    from collab_ls.server import create_server, serve_stdio
 
     logging.getLogger("collab_ls").info(
         "collab-ls starting (%s)", "host" if options.share else f"guest of {options.join_url}"
     )
-    create_server(options).start_io()
+    serve_stdio(create_server(options))
 
 
 if __name__ == "__main__":
