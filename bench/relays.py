@@ -40,6 +40,11 @@ def relay_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
             # The load generator may burst; room for it before the relay drops a slow peer.
             "--max-queue",
             "100000",
+            # Like for like: the reference relays keep rooms in memory and do not
+            # rate-limit, so neither does ours here.
+            "--no-store",
+            "--rate-limit",
+            "0",
         ], env
     if kind == "y-websocket":
         server = NODE_DIR / "node_modules" / "y-websocket" / "bin" / "server.js"

@@ -14,7 +14,15 @@ with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
   until the relay's SyncStep1 is answered, nothing is queued: the updates
   stay in the doc and the handshake's SyncStep2 carries them.
 * A dropped connection is retried with exponential backoff and jitter. A
-  relay closing with 4403 (wrong secret) is final: status REFUSED.
+  relay closing with 4403 (wrong or revoked secret, removed by the host) or
+  4405 (a change sent on a read-only link) is final: status REFUSED, until
+  :meth:`RelayLink.set_url` gives a new URL.
+* Read-only links (``read_only=True``, by default when the URL carries the
+  ``access=read-only`` hint): remote updates are applied, local changes stay
+  local and are never sent; the relay's SyncStep1 is answered with an empty
+  update. The relay enforces read-only by itself whatever a client sends.
+* ``wss://`` URLs verify the relay's certificate and host name, against the
+  system's CAs or ``ca_file``.
 * Awareness (presence) is a ``pycrdt.Awareness`` for the doc: local changes
   are sent, remote ones applied, remote states dropped on disconnect.
 
@@ -29,8 +37,10 @@ import contextlib
 import enum
 import logging
 import random
+import ssl
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,6 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from relay import protocol
+from relay.links import ACCESS_HINT_PARAM, SECRET_PARAM
 from relay.protocol import (
     AuthDenied,
     AwarenessMessage,
@@ -50,6 +61,7 @@ from relay.protocol import (
     SyncStep2,
     SyncUpdate,
 )
+from relay.tls import client_ssl_context
 
 __all__ = [
     "LinkClosedError",
@@ -60,6 +72,7 @@ __all__ = [
     "RelayUrl",
     "RelayUrlError",
     "SyncTimeoutError",
+    "client_ssl_context",
     "parse_relay_url",
 ]
 
@@ -107,6 +120,7 @@ class RelayUrl:
         port: The port (the scheme's default when absent).
         room: The room id (the unquoted path without its leading ``/``).
         secret: The room secret.
+        read_only: Whether the URL carries the ``access=read-only`` hint.
     """
 
     url: str
@@ -115,6 +129,7 @@ class RelayUrl:
     port: int
     room: str
     secret: str
+    read_only: bool = False
 
     @property
     def redacted(self) -> str:
@@ -149,12 +164,14 @@ def parse_relay_url(url: str) -> RelayUrl:
     room = unquote(parts.path.lstrip("/"))
     if not room:
         raise RelayUrlError(f"bad relay URL {url!r}: no room (expected ws://host:port/<room>)")
-    secrets = parse_qs(parts.query).get("secret")
+    query = parse_qs(parts.query)
+    secrets = query.get(SECRET_PARAM)
     if not secrets or not secrets[0]:
         raise RelayUrlError(f"bad relay URL {url!r}: no secret (expected ?secret=...)")
     if port is None:
         port = 443 if parts.scheme == "wss" else 80
-    return RelayUrl(url, parts.scheme, parts.hostname, port, room, secrets[0])
+    read_only = query.get(ACCESS_HINT_PARAM, [""])[0] == "read-only"
+    return RelayUrl(url, parts.scheme, parts.hostname, port, room, secrets[0], read_only)
 
 
 class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
@@ -184,6 +201,8 @@ class RelayLink:
         logger: logging.Logger | None = None,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        read_only: bool | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         """Configure a link; nothing connects until :meth:`start`.
 
@@ -197,11 +216,20 @@ class RelayLink:
             logger: Where to log (default ``collab_ls.relay_link``).
             backoff_initial: First reconnection delay, in seconds.
             backoff_max: Longest reconnection delay, in seconds.
+            read_only: Never send local changes (default: what the URL's
+                ``access=read-only`` hint says).
+            ca_file: For ``wss://``: a PEM file of CA certificates to trust
+                instead of the system's (certificates are always verified).
 
         Raises:
             RelayUrlError: If the URL is malformed.
+            OSError, ssl.SSLError: If ``ca_file`` cannot be read.
         """
         self._url = parse_relay_url(url)
+        self._read_only = self._url.read_only if read_only is None else read_only
+        self._ssl: ssl.SSLContext | None = None
+        if self._url.scheme == "wss" or ca_file is not None:
+            self._ssl = client_ssl_context(ca_file)
         self._doc = doc
         self._origin = origin
         self._origin_hash = hash(origin)
@@ -230,6 +258,32 @@ class RelayLink:
     def url(self) -> RelayUrl:
         """The relay URL."""
         return self._url
+
+    @property
+    def read_only(self) -> bool:
+        """Whether local changes are kept local (a read-only link)."""
+        return self._read_only
+
+    def set_url(self, url: str) -> None:
+        """Use another URL from the next connection on (after a secret was rotated).
+
+        The current connection is kept until it drops; a link the relay
+        refused (REFUSED) starts connecting again with the new URL.
+
+        Args:
+            url: The new URL, with the same scheme rules as the constructor's.
+
+        Raises:
+            RelayUrlError: If the URL is malformed.
+        """
+        parsed = parse_relay_url(url)
+        if parsed.scheme == "wss" and self._ssl is None:
+            self._ssl = client_ssl_context()
+        self._url = parsed
+        self._log.extra = {"relay": parsed.redacted}
+        if self._refused is not None and self.started:
+            self._refused = None
+            self._tasks.append(asyncio.create_task(self._run(), name="relay-link"))
 
     @property
     def started(self) -> bool:
@@ -337,16 +391,18 @@ class RelayLink:
             try:
                 async with connect(
                     self._url.url,
+                    ssl=self._ssl if self._url.scheme == "wss" else None,
                     max_size=None,
                     open_timeout=_OPEN_TIMEOUT,
                     logger=self._log.logger.getChild("websockets"),
                 ) as ws:
                     reason = await self._session(ws)
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
                 reason = f"cannot reach relay at {self._url.redacted}: {exc or type(exc).__name__}"
             if self._stopped:
                 return
             if self._refused is not None:
+                self._synced = False
                 self._log.error("relay refused the link: %s", self._refused)
                 self._set_status(LinkStatus.REFUSED, self._refused)
                 return
@@ -384,8 +440,8 @@ class RelayLink:
                 self._log.exception("sending to the relay failed")
             self._drop_remote_awareness()
         code, why = ws.close_code, ws.close_reason
-        if code == CloseCode.FORBIDDEN and self._refused is None:
-            self._refused = why or "relay refused the connection (4403)"
+        if code in (CloseCode.FORBIDDEN, CloseCode.READ_ONLY) and self._refused is None:
+            self._refused = why or f"relay refused the connection ({code})"
         if code is None:
             return "connection lost"
         return f"relay closed the connection ({code}{': ' + why if why else ''})"
@@ -407,7 +463,11 @@ class RelayLink:
             self._log.warning("skipping a malformed message from the relay: %s", exc)
             return True
         if isinstance(message, SyncStep1):
-            out.put_nowait(protocol.encode_sync_step2(self._doc.get_update(message.state_vector)))
+            if self._read_only:
+                out.put_nowait(protocol.encode_sync_step2(protocol.EMPTY_UPDATE))
+            else:
+                update = self._doc.get_update(message.state_vector)
+                out.put_nowait(protocol.encode_sync_step2(update))
             self._answered = True
         elif isinstance(message, SyncStep2 | SyncUpdate):
             self._apply_remote(message.update)
@@ -448,7 +508,12 @@ class RelayLink:
         # Runs inside the transaction's commit: must not raise (pycrdt would
         # re-raise it in whoever committed) and must not touch the doc.
         out = self._out
-        if out is None or not self._answered or _origin_hash(event) == self._origin_hash:
+        if (
+            out is None
+            or self._read_only
+            or not self._answered
+            or _origin_hash(event) == self._origin_hash
+        ):
             # Before the relay's SyncStep1 is answered, the answer (SyncStep2)
             # will carry this update. Sending it earlier would reach the relay
             # before the edits it depends on, where pycrdt keeps it pending

@@ -86,14 +86,24 @@ class MessageType(IntEnum):
 
 
 class CloseCode(IntEnum):
-    """Websocket close codes used between the relay and its clients."""
+    """Websocket close codes used between the relay and its clients.
+
+    4400 malformed message; 4403 wrong, missing or revoked secret, or removed
+    by the host; 4405 a change sent on a read-only link; 4408 slow consumer;
+    4429 rate limit; 4503 room or relay full; 1009 message too big; 1011 the
+    relay's store failed. Clients should not retry 4403 and 4405.
+    """
 
     NORMAL = 1000
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     BAD_MESSAGE = 4400
     FORBIDDEN = 4403
+    READ_ONLY = 4405
     SLOW_CONSUMER = 4408
+    RATE_LIMITED = 4429
+    FULL = 4503
 
 
 class ProtocolError(ValueError):

@@ -1,23 +1,33 @@
-"""A relay room: the merged document, its secret, its peers and their awareness.
+"""A relay room: the merged document, its secrets, its peers and their awareness.
 
 The room is plain synchronous code over pycrdt and :mod:`relay.protocol`; it
 knows peers only through :class:`PeerHandle`, whose ``send`` must never block
 (the server's peers put the bytes on a bounded queue drained by a writer
 task). Because no method awaits, every method runs atomically with respect
 to the other connections of the event loop: a newcomer either sees an update
-in the room document or receives it forwarded, never neither.
+in the room document or receives it forwarded, never neither. (A server with
+a store awaits the write between :meth:`Room.accept_update` and
+:meth:`Room.commit_update`; a newcomer joining meanwhile syncs without the
+update and then receives it forwarded.)
+
+Read-only peers: an update from a read-only peer is accepted only if it
+changes nothing (a read-only client answering the relay's SyncStep1 sends
+what the room already has, deletions included); anything else raises
+:class:`ReadOnlyError` and reaches neither the room nor the other peers.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pycrdt
 
 from relay import protocol
+from relay.links import Access, digest_matches, secret_digest
 from relay.protocol import (
     AuthDenied,
     AwarenessEntry,
@@ -29,13 +39,17 @@ from relay.protocol import (
     SyncUpdate,
 )
 
-__all__ = ["PeerHandle", "Room", "UpdateRejectedError"]
+__all__ = ["PeerHandle", "ReadOnlyError", "Room", "UpdateRejectedError"]
 
 _log = logging.getLogger(__name__)
 
 
 class UpdateRejectedError(Exception):
     """pycrdt refused to apply a peer's update; the room document is unchanged."""
+
+
+class ReadOnlyError(Exception):
+    """A read-only peer sent an update that would change the room; it was dropped."""
 
 
 class PeerHandle(Protocol):
@@ -70,15 +84,26 @@ class Room:
             it directly are sent to every peer.
     """
 
-    def __init__(self, room_id: str, secret: str) -> None:
+    def __init__(self, room_id: str, secret: str, read_only_secret: str | None = None) -> None:
         """Create an empty room.
 
         Args:
             room_id: The room id.
-            secret: The secret every connection must present.
+            secret: The read-write secret.
+            read_only_secret: The read-only secret; without one, the room has
+                no read-only capability.
         """
         self.room_id = room_id
-        self._secret = secret
+        self.rw_digest: bytes = secret_digest(secret)
+        self.ro_digest: bytes | None = (
+            None if read_only_secret is None else secret_digest(read_only_secret)
+        )
+        #: Called with each change made to ``doc`` directly (by a host
+        #: embedding the relay), not through a peer: the server stores it.
+        self.on_direct_update: Callable[[bytes], None] | None = None
+        #: ``time.monotonic()`` of the last join, leave or message.
+        self.last_active = time.monotonic()
+        self._access: dict[int, Access] = {}
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         # pycrdt can fail half-way through an update that decodes fine (seen
         # by fuzzing: "block parent ... must be deleted or shared ref type")
@@ -93,18 +118,63 @@ class Room:
         self._peers: dict[int, PeerHandle] = {}
         self._awareness: dict[int, _AwarenessRecord] = {}
 
-    def secret_matches(self, secret: str | None) -> bool:
-        """Compare a presented secret with the room's, in constant time.
+    @classmethod
+    def from_digests(cls, room_id: str, rw_digest: bytes, ro_digest: bytes | None) -> Room:
+        """Create an empty room from stored secret digests."""
+        room = cls(room_id, "")
+        room.rw_digest, room.ro_digest = rw_digest, ro_digest
+        return room
+
+    def access(self, secret: str | None) -> Access | None:
+        """The access a presented secret grants, compared in constant time.
 
         Args:
             secret: The presented secret, ``None`` when missing.
 
         Returns:
-            Whether it is the room's secret.
+            Its access, or ``None`` if it is neither of the room's secrets.
         """
-        if secret is None:
-            return False
-        return hmac.compare_digest(secret.encode("utf-8"), self._secret.encode("utf-8"))
+        # Both comparisons always run: timing tells nothing about which matched.
+        rw = digest_matches(secret, self.rw_digest)
+        ro = digest_matches(secret, self.ro_digest)
+        if rw:
+            return Access.READ_WRITE
+        return Access.READ_ONLY if ro else None
+
+    def secret_matches(self, secret: str | None) -> bool:
+        """Whether a presented secret is the room's read-write secret (constant time)."""
+        return self.access(secret) is Access.READ_WRITE
+
+    def set_secret(self, access: Access, secret: str | None) -> list[PeerHandle]:
+        """Replace (rotate) or remove one of the room's secrets.
+
+        Args:
+            access: Which capability.
+            secret: The new secret; ``None`` removes the read-only capability.
+
+        Returns:
+            The connected peers that joined with the old secret: the caller
+            disconnects them.
+
+        Raises:
+            ValueError: On an attempt to remove the read-write secret.
+        """
+        digest = None if secret is None else secret_digest(secret)
+        if access is Access.READ_WRITE:
+            if digest is None:
+                raise ValueError("a room always has a read-write secret")
+            self.rw_digest = digest
+        else:
+            self.ro_digest = digest
+        return [p for key, p in self._peers.items() if self._access.get(key) is access]
+
+    def peer_access(self, peer: PeerHandle) -> Access | None:
+        """The access a connected peer joined with."""
+        return self._access.get(id(peer))
+
+    def awareness_clients(self, peer: PeerHandle) -> list[int]:
+        """The awareness client ids a peer announced (present or not)."""
+        return [cid for cid, rec in self._awareness.items() if rec.owner is peer]
 
     @property
     def peers(self) -> tuple[PeerHandle, ...]:
@@ -130,13 +200,16 @@ class Room:
         value = files.get(path)
         return None if value is None else str(value)
 
-    def join(self, peer: PeerHandle) -> None:
+    def join(self, peer: PeerHandle, access: Access = Access.READ_WRITE) -> None:
         """Add a peer and queue its welcome: the room's state vector and awareness.
 
         Args:
             peer: The new peer.
+            access: What it may do.
         """
         self._peers[id(peer)] = peer
+        self._access[id(peer)] = access
+        self.last_active = time.monotonic()
         peer.send(protocol.encode_sync_step1(self.doc.get_state()))
         present = list(self.awareness_states.values())
         if present:
@@ -153,6 +226,8 @@ class Room:
         """
         if self._peers.pop(id(peer), None) is None:
             return
+        self._access.pop(id(peer), None)
+        self.last_active = time.monotonic()
         gone: list[AwarenessEntry] = []
         for cid, rec in list(self._awareness.items()):
             if rec.owner is peer:
@@ -177,26 +252,15 @@ class Room:
         Raises:
             UpdateRejectedError: If pycrdt could not apply an update. The room
                 document is unchanged; the caller should disconnect the peer.
+            ReadOnlyError: If a read-only peer sent a change. The room
+                document is unchanged; the caller should disconnect the peer.
         """
+        self.last_active = time.monotonic()
         if isinstance(message, SyncStep1):
             peer.send(protocol.encode_sync_step2(self.doc.get_update(message.state_vector)))
         elif isinstance(message, SyncStep2 | SyncUpdate):
-            if message.update == protocol.EMPTY_UPDATE:
-                return
-            self._try_update(message.update)
-            self._broadcast(raw, exclude=peer)
-            self._trying = True
-            try:
-                self.doc.apply_update(message.update)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # a Rust panic surfaces as a BaseException
-                # Cannot happen unless the replicas diverged; resynchronise them.
-                _log.error("room %s: update accepted by the replica failed: %s", self.room_id, exc)
-                self._rebuild_shadow()
-                raise UpdateRejectedError(f"update rejected: {exc}") from None
-            finally:
-                self._trying = False
+            if self.accept_update(peer, message.update):
+                self.commit_update(peer, message.update, raw)
         elif isinstance(message, AwarenessMessage):
             self._remember_awareness(peer, message)
             self._broadcast(raw, exclude=peer)
@@ -205,6 +269,111 @@ class Room:
             peer.send(protocol.encode_awareness(protocol.encode_awareness_update(present)))
         elif isinstance(message, AuthDenied):
             _log.debug("room %s: ignoring auth message from %s", self.room_id, peer.peer_id)
+
+    def accept_update(self, peer: PeerHandle, update: bytes) -> bool:
+        """Check a peer's update against the room's replica, first half of handling it.
+
+        After it returns True, the caller must call :meth:`commit_update`
+        with the same update (possibly after storing it), or
+        :meth:`abandon_update` if it cannot.
+
+        Args:
+            peer: The sender.
+            update: The update.
+
+        Returns:
+            Whether there is something to commit (False for an empty update
+            or a read-only peer's update that changes nothing).
+
+        Raises:
+            UpdateRejectedError: If pycrdt could not apply it.
+            ReadOnlyError: If the peer is read-only and the update changes something.
+        """
+        self.last_active = time.monotonic()
+        if update == protocol.EMPTY_UPDATE:
+            return False
+        if self._access.get(id(peer), Access.READ_WRITE) is Access.READ_ONLY:
+            self._check_read_only(update)
+            return False
+        self._try_update(update)
+        return True
+
+    def commit_update(self, peer: PeerHandle | None, update: bytes, raw: bytes) -> None:
+        """Forward an accepted update to the other peers and apply it to the room document.
+
+        Args:
+            peer: The sender (not sent back to), ``None`` to send to everyone.
+            update: The update :meth:`accept_update` accepted.
+            raw: The message to forward.
+
+        Raises:
+            UpdateRejectedError: If the document refused it (the replicas had
+                diverged; they are resynchronised).
+        """
+        self._broadcast(raw, exclude=peer)
+        self._trying = True
+        try:
+            self.doc.apply_update(update)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic surfaces as a BaseException
+            # Cannot happen unless the replicas diverged; resynchronise them.
+            _log.error("room %s: update accepted by the replica failed: %s", self.room_id, exc)
+            self._rebuild_shadow()
+            raise UpdateRejectedError(f"update rejected: {exc}") from None
+        finally:
+            self._trying = False
+
+    def load(self, updates: list[bytes] | tuple[bytes, ...]) -> None:
+        """Apply stored updates to a fresh room, before any peer joins.
+
+        Raises:
+            UpdateRejectedError: If a stored update cannot be applied.
+        """
+        self._trying = True
+        try:
+            for update in updates:
+                try:
+                    self._shadow.apply_update(update)
+                    self.doc.apply_update(update)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # a Rust panic surfaces as a BaseException
+                    raise UpdateRejectedError(f"stored update rejected: {exc}") from None
+        finally:
+            self._trying = False
+
+    def abandon_update(self) -> None:
+        """Forget accepted updates that will not be committed (the store failed)."""
+        self._rebuild_shadow()
+
+    def _check_read_only(self, update: bytes) -> None:
+        refused = ReadOnlyError("read-only link: document changes are refused")
+        try:
+            clocks = protocol.parse_state_vector(pycrdt.get_state(update))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a Rust panic surfaces as a BaseException
+            raise refused from None
+        known = protocol.parse_state_vector(self._shadow.get_state())
+        if any(clock > known.get(client, 0) for client, clock in clocks.items()):
+            raise refused
+        # Only known structs: the delete set may still delete something.
+        # Applying an update that changes nothing commits no transaction, so
+        # an observer tells; if it did change the replica, rebuild it.
+        changed: list[bytes] = []
+        subscription = self._shadow.observe(lambda event: changed.append(event.update))
+        try:
+            self._shadow.apply_update(update)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a Rust panic surfaces as a BaseException
+            changed.append(b"")
+        finally:
+            self._shadow.unobserve(subscription)
+        if any(u != protocol.EMPTY_UPDATE for u in changed):
+            self._rebuild_shadow()
+            raise refused
 
     def _try_update(self, update: bytes) -> None:
         try:
@@ -228,6 +397,8 @@ class Room:
             return
         self._shadow.apply_update(event.update)
         if event.update != protocol.EMPTY_UPDATE:
+            if self.on_direct_update is not None:
+                self.on_direct_update(event.update)
             self._broadcast(protocol.encode_sync_update(event.update), exclude=None)
 
     def _remember_awareness(self, peer: PeerHandle, message: AwarenessMessage) -> None:

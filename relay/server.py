@@ -1,29 +1,38 @@
 """The relay: a y-websocket server that carries rooms between collab-ls peers.
 
-Clients connect to ``ws://HOST:PORT/<room>?secret=<secret>``: the room id is
-the path, the secret a query parameter, so the standard Yjs
+Clients connect to ``ws[s]://HOST:PORT/<room>?secret=<secret>``: the room id
+is the path, the secret a query parameter, so the standard Yjs
 ``WebsocketProvider`` (which takes ``params``) can connect as well as
 :class:`collab_ls.relay_link.RelayLink`.
 
-Rooms and secrets (trust on first use): a room that does not exist is
-created by its first connection, with that connection's secret; every later
-connection must present the same secret. This is safe because room ids are
-random 128-bit strings made by the host that starts a session: nobody can
-guess one to squat it before the host connects. A host embedding a
-:class:`Relay` can also register its room up front with
-:meth:`Relay.create_room`. A wrong or missing secret gets the websocket
-accepted and then closed with code 4403 and a reason naming the room; the
-room is untouched.
+Rooms and secrets (trust on first use): a room that does not exist (in
+memory or in the store) is created by its first connection, with that
+connection's secret as the read-write secret and its ``ro`` parameter, if
+any, as the read-only secret (see :mod:`relay.links`). Both must be at least
+22 characters (128 bits). This is safe because room ids are random 128-bit
+strings made by the host that starts a session: nobody can guess one to
+squat it before the host connects. A host embedding a :class:`Relay` can
+also register its room up front with :meth:`Relay.create_room`. A wrong or
+missing secret gets the websocket accepted and then closed with 4403 and a
+reason naming the room; the room is untouched.
 
 Per connection: the relay sends its SyncStep1 and the current awareness,
-answers SyncStep1 with SyncStep2, forwards updates and awareness to the other
-peers of the room before applying them to the room document (which late
-joiners sync from), and removes a peer's awareness when it leaves. Every
-message is parsed and checked before it is forwarded or applied: a malformed
-one closes only its connection (4400, or 1009 when bigger than
-``max_message_bytes``). Each peer has a bounded send queue drained by one
-writer task; a peer whose queue overflows is closed with 4408 and never
-stalls the others. Rooms live in memory for the life of the process.
+answers SyncStep1 with SyncStep2, stores updates (with a store), forwards
+them to the other peers and then applies them to the room document (which
+late joiners sync from), and removes a peer's awareness when it leaves.
+Every message is parsed and checked before it is stored, forwarded or
+applied. Close codes (:class:`~relay.protocol.CloseCode`), each with a reason:
+
+* 4400 malformed message, 1009 message bigger than ``max_message_bytes``;
+* 4403 wrong, missing or revoked secret, or removed by the host;
+* 4405 a read-only connection sent a change;
+* 4408 slow consumer: its bounded send queue overflowed;
+* 4429 more messages than the per-connection rate limit (token bucket);
+* 4503 room full (``max_peers_per_room``) or relay full (``max_rooms``);
+* 1011 the store failed.
+
+Plain HTTP on the same port (see :mod:`relay.http`): ``/healthz``,
+``/metrics`` and the host's admin endpoints ``/rooms/<room>[/rotate|/remove]``.
 """
 
 from __future__ import annotations
@@ -32,52 +41,152 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import MutableMapping
+import ssl as ssl_module
+import time
+from collections.abc import Coroutine, MutableMapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.http11 import Request, Response
 
 from relay import protocol
-from relay.protocol import CloseCode, ProtocolError
-from relay.room import Room, UpdateRejectedError
+from relay.links import (
+    MIN_SECRET_CHARS,
+    READ_ONLY_PARAM,
+    SECRET_PARAM,
+    Access,
+    SessionLinks,
+    new_secret,
+    session_links,
+)
+from relay.metrics import RelayMetrics
+from relay.protocol import (
+    AuthDenied,
+    AwarenessMessage,
+    CloseCode,
+    Message,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from relay.room import ReadOnlyError, Room, UpdateRejectedError
+from relay.store import SqliteStore, StoreError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Relay", "RelayError"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_PEERS_PER_ROOM",
+    "DEFAULT_MAX_ROOMS",
+    "DEFAULT_RATE_BURST",
+    "DEFAULT_RATE_LIMIT",
+    "Relay",
+    "RelayError",
+    "TokenBucket",
+]
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_PEERS_PER_ROOM = 64
+DEFAULT_MAX_ROOMS = 10_000
+#: Messages per second per connection, sustained; a fast typist sends ~20.
+DEFAULT_RATE_LIMIT = 500.0
+#: Messages a connection may send at once (a reconnect, a burst of awareness).
+DEFAULT_RATE_BURST = 2000
+#: Seconds a room without peers stays in memory when a store can reload it.
+DEFAULT_IDLE_TIMEOUT = 600.0
 #: Seconds a closing handshake may take before the TCP connection is dropped;
 #: a peer that stopped reading never completes it.
 CLOSE_TIMEOUT = 5.0
 
 _log = logging.getLogger(__name__)
 
+_MESSAGE_KINDS: dict[type[Message], str] = {
+    SyncStep1: "sync_step1",
+    SyncStep2: "sync_step2",
+    SyncUpdate: "update",
+    AwarenessMessage: "awareness",
+    QueryAwareness: "query_awareness",
+    AuthDenied: "auth",
+}
+
 
 class RelayError(Exception):
-    """Misuse of a :class:`Relay` (started twice, not started, room conflict)."""
+    """Misuse of a :class:`Relay` (started twice, not started, room conflict, no such room)."""
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp = time.monotonic()
+
+    def take(self, now: float | None = None) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every record with ``[room=... peer=...]``."""
+    """Prefixes every record with ``[room=... peer=...]`` and attaches the fields."""
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        context = " ".join(f"{k}={v}" for k, v in (self.extra or {}).items())
+        fields = dict(self.extra or {})
+        context = " ".join(f"{k}={v}" for k, v in fields.items())
+        kwargs["extra"] = {**fields, **kwargs.get("extra", {})}
         return f"[{context}] {msg}", kwargs
+
+
+#: Updates of one connection being written before the reader waits (backpressure).
+_MAX_PENDING_COMMITS = 256
+
+
+class _PendingCommit:
+    """An update accepted by the room's replica, waiting for its store write."""
+
+    __slots__ = ("raw", "received", "update", "written")
+
+    def __init__(
+        self, update: bytes, raw: bytes, received: float, written: asyncio.Future[None]
+    ) -> None:
+        self.update = update
+        self.raw = raw
+        self.received = received
+        self.written = written
 
 
 class _Peer:
     """One websocket connection in a room: a bounded queue and its writer."""
 
     def __init__(
-        self, ws: ServerConnection, room: Room, peer_id: str, max_queue: int, log: _ContextLogger
+        self,
+        ws: ServerConnection,
+        room: Room,
+        peer_id: str,
+        relay: Relay,
+        log: _ContextLogger,
     ) -> None:
         self._ws = ws
         self._room = room
         self._peer_id = peer_id
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queue)
+        self._relay = relay
+        self._queue: asyncio.Queue[tuple[bytes, float | None]] = asyncio.Queue(relay.max_queue)
+        # With a store: updates accepted and being written, committed in order
+        # by one task once written (None ends it).
+        self.commits: asyncio.Queue[_PendingCommit | None] = asyncio.Queue(_MAX_PENDING_COMMITS)
         self.log = log
         self.close_code: int | None = None
         self.close_reason = ""
@@ -91,24 +200,30 @@ class _Peer:
         if self.close_code is not None:
             return
         try:
-            self._queue.put_nowait(data)
+            self._queue.put_nowait((data, self._relay._received_at))
         except asyncio.QueueFull:
-            self.kick(CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
+            self.kick(CloseCode.SLOW_CONSUMER, "slow consumer: send queue full", "slow_consumer")
 
-    def kick(self, code: int, reason: str) -> None:
+    def kick(self, code: int, reason: str, why: str) -> None:
         """Drop the peer from its room and have its handler close it."""
         if self.close_code is not None:
             return
         self.close_code = code
         self.close_reason = protocol.close_reason(reason)
-        self.log.warning("closing connection (%d): %s", code, reason)
+        self._relay.metrics.rejected.inc(reason=why)
+        self.log.warning("closing connection (%d): %s", code, reason, extra={"event": why})
         self._room.leave(self)
         self.kicked.set()
 
     async def write_loop(self) -> None:
+        metrics = self._relay.metrics
         while True:
-            data = await self._queue.get()
+            data, received = await self._queue.get()
             await self._ws.send(data)
+            metrics.messages_out.inc()
+            metrics.bytes_out.inc(len(data))
+            if received is not None:
+                metrics.fanout_latency.observe(time.perf_counter() - received)
 
 
 class Relay:
@@ -117,8 +232,8 @@ class Relay:
     Example::
 
         async with Relay(port=0) as relay:
-            relay.create_room(room_id, secret)
-            url = relay.url(room_id, secret)
+            relay.create_room(room_id, secret, read_only_secret=ro_secret)
+            links = relay.links(room_id, secret, ro_secret)
     """
 
     def __init__(
@@ -128,6 +243,13 @@ class Relay:
         *,
         max_queue: int = 1024,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_peers_per_room: int = DEFAULT_MAX_PEERS_PER_ROOM,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        rate_limit: float | None = DEFAULT_RATE_LIMIT,
+        rate_burst: int = DEFAULT_RATE_BURST,
+        store: SqliteStore | Path | str | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         """Configure a relay; nothing listens until :meth:`start`.
 
@@ -136,19 +258,58 @@ class Relay:
             port: The port; 0 picks a free one (see :attr:`port`).
             max_queue: Messages queued per peer before it counts as a slow consumer.
             max_message_bytes: Larger incoming messages close their connection (1009).
+            max_peers_per_room: Connections a room admits at once (4503 beyond).
+            max_rooms: Rooms held in memory at once; a new room beyond is refused (4503).
+            rate_limit: Messages per second a connection may send, sustained
+                (4429 beyond); ``None`` for no limit.
+            rate_burst: Messages a connection may send at once.
+            store: A SQLite store, or the path of one; the relay starts and
+                stops it unless it was started already. ``None`` keeps rooms
+                in memory only.
+            idle_timeout: Seconds after which a room without peers is evicted
+                from memory (only with a store, which reloads it on demand).
+            ssl: A server TLS context: the relay then speaks ``wss://``.
         """
-        if max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
+        if max_queue < 1 or max_message_bytes < 1 or max_peers_per_room < 1 or max_rooms < 1:
+            raise ValueError(
+                "max_queue, max_message_bytes, max_peers_per_room, max_rooms must be >= 1"
+            )
+        if rate_limit is not None and (rate_limit <= 0 or rate_burst < 1):
+            raise ValueError("rate_limit must be positive and rate_burst at least 1")
         self.host = host
         self._requested_port = port
-        self._max_queue = max_queue
+        self.max_queue = max_queue
         self._max_message_bytes = max_message_bytes
+        self._max_peers = max_peers_per_room
+        self._max_rooms = max_rooms
+        self._rate = rate_limit
+        self._burst = rate_burst
+        self._idle_timeout = idle_timeout
+        self._ssl = ssl
+        # The relay stops a store it started (given as a path, or not started yet).
+        self._owns_store = False
+        self._store: SqliteStore | None = None
+        if isinstance(store, SqliteStore):
+            self._store = store
+        elif store is not None:
+            self._store = SqliteStore(store)
         self._rooms: dict[str, Room] = {}
+        self._pinned: set[str] = set()
+        self._loading: dict[str, asyncio.Future[Room | None]] = {}
         self._server: Server | None = None
         self._port: int | None = None
         self._was_started = False
         self._peer_ids = itertools.count(1)
         self._connections: set[ServerConnection] = set()
+        self._peers: dict[str, _Peer] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # The perf_counter time the message being forwarded was received.
+        self._received_at: float | None = None
+        self.metrics = RelayMetrics(
+            rooms=lambda: len(self._rooms), connections=lambda: len(self._peers)
+        )
+        if self._store is not None:
+            self._store_callbacks(self._store)
 
     @property
     def started(self) -> bool:
@@ -167,71 +328,190 @@ class Relay:
         return self._port
 
     @property
+    def store(self) -> SqliteStore | None:
+        """The store, if any."""
+        return self._store
+
+    @property
     def rooms(self) -> dict[str, Room]:
-        """The rooms by id (a copy)."""
+        """The rooms held in memory, by id (a copy)."""
         return dict(self._rooms)
+
+    @property
+    def base_url(self) -> str:
+        """``ws://host:port`` (``wss://`` with TLS)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self._ssl else 'ws'}://{host}:{self.port}"
 
     def url(self, room: str, secret: str) -> str:
         """The URL a client uses to join a room.
 
         Args:
             room: The room id.
-            secret: The room secret.
+            secret: The room secret (read-write or read-only).
 
         Returns:
             ``ws://host:port/<room>?secret=<secret>``, quoted as needed.
         """
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/{quote(room, safe='')}?{urlencode({'secret': secret})}"
+        return session_links(self.base_url, room, secret).read_write
 
-    def create_room(self, room: str, secret: str) -> Room:
+    def links(self, room: str, secret: str, read_only_secret: str | None = None) -> SessionLinks:
+        """The room's join URLs on this relay (read-write, read-only and the host's)."""
+        return session_links(self.base_url, room, secret, read_only_secret)
+
+    def create_room(self, room: str, secret: str, *, read_only_secret: str | None = None) -> Room:
         """Register a room before anyone connects (or get it if it exists).
+
+        A room registered this way stays in memory for the life of the relay.
 
         Args:
             room: The room id.
-            secret: Its secret.
+            secret: Its read-write secret (at least 22 characters).
+            read_only_secret: Its read-only secret, if it has one; for an
+                existing room, replaces the read-only secret.
 
         Returns:
             The room.
 
         Raises:
-            RelayError: If the room exists with another secret.
+            RelayError: If the room exists with another read-write secret, or
+                a secret is too short.
         """
         existing = self._rooms.get(room)
         if existing is not None:
             if not existing.secret_matches(secret):
                 raise RelayError(f"room {room} already exists with another secret")
+            if read_only_secret is not None and existing.access(read_only_secret) is None:
+                self._revoke(existing, Access.READ_ONLY, read_only_secret)
+            self._pinned.add(room)
             return existing
-        created = Room(room, secret)
-        self._rooms[room] = created
+        for value in (secret, read_only_secret):
+            if value is not None and len(value) < MIN_SECRET_CHARS:
+                raise RelayError(f"secrets must have at least {MIN_SECRET_CHARS} characters")
+        created = self._add_room(Room(room, secret, read_only_secret))
+        self._pinned.add(room)
+        self._persist_secrets(created)
         return created
 
+    async def rotate_secret(
+        self, room: str, access: Access = Access.READ_ONLY, secret: str | None = None
+    ) -> str:
+        """Replace one of a room's secrets (revoke a link); its holders are disconnected (4403).
+
+        Args:
+            room: The room id.
+            access: Which link to rotate.
+            secret: The new secret (default: a fresh 128-bit one).
+
+        Returns:
+            The new secret.
+
+        Raises:
+            RelayError: If there is no such room or the secret is too short.
+        """
+        target = await self._room_for(room)
+        if target is None:
+            raise RelayError(f"no room {room}")
+        secret = secret or new_secret()
+        if len(secret) < MIN_SECRET_CHARS:
+            raise RelayError(f"secrets must have at least {MIN_SECRET_CHARS} characters")
+        self._revoke(target, access, secret)
+        if self._store is not None:
+            await self._store.save_room(target.room_id, target.rw_digest, target.ro_digest)
+        return secret
+
+    def remove_peer(
+        self, room: str, *, client_id: int | None = None, peer_id: str | None = None
+    ) -> int:
+        """Disconnect a peer (4403), by the awareness client id it announced or its peer id.
+
+        Removing a peer does not stop it from coming back with its link:
+        rotate that link too to keep it out.
+
+        Returns:
+            How many connections were closed.
+        """
+        target = self._rooms.get(room)
+        if target is None:
+            return 0
+        removed = 0
+        for handle in target.peers:
+            if not isinstance(handle, _Peer):
+                continue
+            if handle.peer_id == peer_id or (
+                client_id is not None and client_id in target.awareness_clients(handle)
+            ):
+                handle.kick(CloseCode.FORBIDDEN, "removed from the session by the host", "removed")
+                removed += 1
+        return removed
+
+    def room_info(self, room: str) -> dict[str, Any] | None:
+        """The connected peers of a room in memory, for the admin endpoint."""
+        target = self._rooms.get(room)
+        if target is None:
+            return None
+        peers = []
+        for handle in target.peers:
+            access = target.peer_access(handle)
+            peers.append(
+                {
+                    "peer": handle.peer_id,
+                    "access": None if access is None else access.value,
+                    "clients": target.awareness_clients(handle),
+                }
+            )
+        return {"room": room, "read_only_link": target.ro_digest is not None, "peers": peers}
+
     async def start(self) -> None:
-        """Start listening.
+        """Start listening (and open the store).
 
         Raises:
             RelayError: If the relay was started before.
+            StoreError: If the store cannot be opened.
             OSError: If the address cannot be bound.
         """
         if self._was_started:
             raise RelayError("relay already started (a Relay runs once)")
         self._was_started = True
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self._requested_port,
-            max_size=self._max_message_bytes,
-            close_timeout=CLOSE_TIMEOUT,
-            # Like y-websocket's reference server: per-connection deflate would
-            # compress every forwarded update once per peer.
-            compression=None,
-            logger=_log.getChild("websockets"),
-        )
+        if self._store is not None and not self._store.started:
+            await self._store.start()
+            self._owns_store = True
+        for room in self._rooms.values():
+            self._persist_secrets(room)
+        from relay import http
+
+        async def process_request(conn: ServerConnection, request: Request) -> Response | None:
+            return await http.process_request(self, conn, request)
+
+        try:
+            self._server = await serve(
+                self._handle,
+                self.host,
+                self._requested_port,
+                max_size=self._max_message_bytes,
+                close_timeout=CLOSE_TIMEOUT,
+                # Like y-websocket's reference server: per-connection deflate
+                # would compress every forwarded update once per peer.
+                compression=None,
+                ssl=self._ssl,
+                process_request=process_request,
+                logger=_log.getChild("websockets"),
+            )
+        except BaseException:
+            if self._store is not None and self._owns_store:
+                await self._store.stop()
+            raise
         self._port = int(self._server.sockets[0].getsockname()[1])
-        _log.info("relay listening on ws://%s:%d", self.host, self._port)
+        if self._store is not None:
+            self._spawn(self._sweep_idle_rooms())
+        _log.info(
+            "relay listening on %s (store: %s)",
+            self.base_url,
+            self._store.path if self._store else "none, rooms in memory",
+        )
 
     async def stop(self) -> None:
-        """Close every connection (1001) and stop listening. Idempotent."""
+        """Close every connection (1001), stop listening and close the store. Idempotent."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -244,6 +524,13 @@ class Relay:
             for ws in self._connections:
                 ws.transport.abort()
             await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._store is not None and self._owns_store:
+            await self._store.stop()
         _log.info("relay on port %s stopped", self._port)
 
     async def __aenter__(self) -> Self:
@@ -258,6 +545,84 @@ class Relay:
     ) -> None:
         await self.stop()
 
+    # Rooms
+
+    def _add_room(self, room: Room) -> Room:
+        self._rooms[room.room_id] = room
+        if self._store is not None:
+            store = self._store
+            room_id = room.room_id
+            room.on_direct_update = lambda update: self._spawn(store.append(room_id, update))
+        return room
+
+    def _persist_secrets(self, room: Room) -> None:
+        if self._store is not None and self._store.started:
+            self._spawn(self._store.save_room(room.room_id, room.rw_digest, room.ro_digest))
+
+    def _revoke(self, room: Room, access: Access, secret: str | None) -> None:
+        for handle in room.set_secret(access, secret):
+            if isinstance(handle, _Peer):
+                handle.kick(CloseCode.FORBIDDEN, f"the {access.value} link was revoked", "revoked")
+
+    async def _room_for(self, room_id: str) -> Room | None:
+        """The room in memory, or loaded from the store; ``None`` if neither has it."""
+        room = self._rooms.get(room_id)
+        if room is not None or self._store is None or not self._store.started:
+            return room
+        pending = self._loading.get(room_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_room(self._store, room_id))
+            self._loading[room_id] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(room_id, None))
+        await asyncio.shield(pending)
+        return self._rooms.get(room_id)
+
+    async def _load_room(self, store: SqliteStore, room_id: str) -> Room | None:
+        stored = await store.load_room(room_id)
+        if stored is None or room_id in self._rooms:
+            return self._rooms.get(room_id)
+        room = Room.from_digests(room_id, stored.rw_digest, stored.ro_digest)
+        room.load(stored.updates)
+        self.metrics.rooms_loaded.inc()
+        _log.info("room %s loaded from the store (%d rows)", room_id, len(stored.updates))
+        return self._add_room(room)
+
+    async def _sweep_idle_rooms(self) -> None:
+        period = max(0.05, min(self._idle_timeout / 2, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for room_id, room in list(self._rooms.items()):
+                if room_id in self._pinned or room.peers:
+                    continue
+                if now - room.last_active >= self._idle_timeout:
+                    del self._rooms[room_id]
+                    self.metrics.rooms_evicted.inc()
+                    _log.info("room %s evicted from memory (idle)", room_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background task failed: %s", task.exception())
+
+    def _store_callbacks(self, store: SqliteStore) -> None:
+        metrics = self.metrics
+
+        def on_commit(seconds: float, count: int) -> None:
+            metrics.store_write_latency.observe(seconds)
+
+        def on_compact(room_id: str) -> None:
+            metrics.compactions.inc()
+
+        store.set_callbacks(on_commit=on_commit, on_compact=on_compact)
+
+    # Connections
+
     async def _handle(self, ws: ServerConnection) -> None:
         self._connections.add(ws)
         try:
@@ -265,39 +630,83 @@ class Relay:
         finally:
             self._connections.discard(ws)
 
+    async def _refuse(
+        self, ws: ServerConnection, log: _ContextLogger, code: int, reason: str, why: str
+    ) -> None:
+        log.warning("refused: %s", reason, extra={"event": why})
+        self.metrics.rejected.inc(reason=why)
+        await _close(ws, code, protocol.close_reason(reason))
+
     async def _handle_connection(self, ws: ServerConnection) -> None:
         peer_id = f"#{next(self._peer_ids)}@{_address(ws)}"
         target = urlsplit(ws.request.path if ws.request is not None else "/")
         room_id = unquote(target.path.lstrip("/"))
-        secrets = parse_qs(target.query).get("secret")
-        secret = secrets[0] if secrets else None
+        query = parse_qs(target.query)
+        secret = query.get(SECRET_PARAM, [None])[0]
+        ro_secret = query.get(READ_ONLY_PARAM, [None])[0]
         log = _ContextLogger(_log, {"room": room_id or "-", "peer": peer_id})
         if not room_id:
-            log.warning("refused: no room id in the path")
-            await _close(
-                ws, CloseCode.BAD_MESSAGE, "missing room id in path: use /<room>?secret=..."
+            await self._refuse(
+                ws,
+                log,
+                CloseCode.BAD_MESSAGE,
+                "missing room id in path: use /<room>?secret=...",
+                "no_room",
             )
             return
-        # Get-or-create with no await in between: clients racing to open a new
-        # room all land in the same one.
-        room = self._rooms.get(room_id)
-        if room is None and secret:
-            room = self._rooms[room_id] = Room(room_id, secret)
-            log.info("room created by its first connection")
-        if room is None or not room.secret_matches(secret):
-            reason = f"wrong or missing secret for room {room_id}"
-            log.warning("refused: %s", reason)
-            await _close(ws, CloseCode.FORBIDDEN, protocol.close_reason(reason))
+        try:
+            room = await self._room_for(room_id)
+        except (StoreError, UpdateRejectedError) as exc:
+            await self._refuse(ws, log, CloseCode.INTERNAL_ERROR, f"store: {exc}", "store_error")
             return
-        peer = _Peer(ws, room, peer_id, self._max_queue, log)
-        room.join(peer)
-        log.info("joined (%d peers)", len(room.peers))
-        await self._serve_peer(ws, room, peer)
+        if room is None and secret:
+            # Created with no await since the lookup: clients racing to open
+            # a new room all land in the same one.
+            short = [v for v in (secret, ro_secret) if v is not None and len(v) < MIN_SECRET_CHARS]
+            if short:
+                reason = f"a new room needs secrets of at least {MIN_SECRET_CHARS} characters"
+                await self._refuse(ws, log, CloseCode.FORBIDDEN, reason, "short_secret")
+                return
+            if len(self._rooms) >= self._max_rooms:
+                reason = f"relay full ({self._max_rooms} rooms), try later"
+                await self._refuse(ws, log, CloseCode.FULL, reason, "relay_full")
+                return
+            room = self._add_room(Room(room_id, secret, ro_secret))
+            if self._store is not None:
+                try:
+                    await self._store.save_room(room.room_id, room.rw_digest, room.ro_digest)
+                except StoreError as exc:
+                    await self._refuse(ws, log, CloseCode.INTERNAL_ERROR, str(exc), "store_error")
+                    return
+            log.info(
+                "room created by its first connection%s",
+                " (with a read-only link)" if ro_secret else "",
+                extra={"event": "room_created"},
+            )
+        access = None if room is None else room.access(secret)
+        if room is None or access is None:
+            reason = f"wrong or missing secret for room {room_id}"
+            await self._refuse(ws, log, CloseCode.FORBIDDEN, reason, "bad_secret")
+            return
+        if len(room.peers) >= self._max_peers:
+            reason = f"room full ({self._max_peers} peers), try later"
+            await self._refuse(ws, log, CloseCode.FULL, reason, "room_full")
+            return
+        peer = _Peer(ws, room, peer_id, self, log)
+        room.join(peer, access)
+        self._peers[peer_id] = peer
+        self.metrics.connections_accepted.inc(access=access.value)
+        log.info("joined %s (%d peers)", access.value, len(room.peers), extra={"event": "join"})
+        try:
+            await self._serve_peer(ws, room, peer)
+        finally:
+            self._peers.pop(peer_id, None)
 
     async def _serve_peer(self, ws: ServerConnection, room: Room, peer: _Peer) -> None:
         writer = asyncio.create_task(peer.write_loop())
         reader = asyncio.create_task(self._read_loop(ws, room, peer))
         kicked = asyncio.create_task(peer.kicked.wait())
+        committer = asyncio.create_task(self._commit_loop(room, peer))
         tasks = (writer, reader, kicked)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -307,29 +716,97 @@ class Relay:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await task
+            # Updates already accepted are written: commit them to the room
+            # even though their sender is leaving, or the room would lack
+            # what the store has.
+            await peer.commits.put(None)
+            await committer
             room.leave(peer)
             if peer.close_code is not None:
                 await _close(ws, peer.close_code, peer.close_reason)
         log_done = peer.log.info if peer.close_code is None else peer.log.debug
-        log_done("left (%d peers): %s", len(room.peers), _describe_close(ws))
+        log_done(
+            "left (%d peers): %s", len(room.peers), _describe_close(ws), extra={"event": "leave"}
+        )
 
     async def _read_loop(self, ws: ServerConnection, room: Room, peer: _Peer) -> None:
+        bucket = None if self._rate is None else TokenBucket(self._rate, self._burst)
+        metrics = self.metrics
         try:
             async for data in ws:
                 if peer.close_code is not None:
                     return
+                received = time.perf_counter()
+                metrics.bytes_in.inc(len(data))
+                if bucket is not None and not bucket.take():
+                    reason = f"rate limit: more than {self._rate:g} messages/s"
+                    peer.kick(CloseCode.RATE_LIMITED, reason, "rate_limited")
+                    return
                 if isinstance(data, str):
-                    peer.kick(CloseCode.BAD_MESSAGE, "text frame: y-websocket messages are binary")
+                    metrics.messages_in.inc(type="invalid")
+                    reason = "text frame: y-websocket messages are binary"
+                    peer.kick(CloseCode.BAD_MESSAGE, reason, "bad_message")
                     return
                 try:
                     message = protocol.parse_message(data)
-                    room.handle(peer, message, data)
-                except (ProtocolError, UpdateRejectedError) as exc:
-                    peer.kick(CloseCode.BAD_MESSAGE, str(exc))
+                    metrics.messages_in.inc(type=_MESSAGE_KINDS[type(message)])
+                    if isinstance(message, SyncStep2 | SyncUpdate):
+                        await self._handle_update(room, peer, message.update, data, received)
+                    else:
+                        room.handle(peer, message, data)
+                except ProtocolError as exc:
+                    metrics.messages_in.inc(type="invalid")
+                    peer.kick(CloseCode.BAD_MESSAGE, str(exc), "bad_message")
+                    return
+                except UpdateRejectedError as exc:
+                    peer.kick(CloseCode.BAD_MESSAGE, str(exc), "bad_message")
+                    return
+                except ReadOnlyError as exc:
+                    peer.kick(CloseCode.READ_ONLY, str(exc), "read_only")
+                    return
+                except StoreError as exc:
+                    peer.kick(CloseCode.INTERNAL_ERROR, str(exc), "store_error")
                     return
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                peer.log.warning("closed (1009): %s", exc.sent.reason)
+                metrics.rejected.inc(reason="too_big")
+                peer.log.warning("closed (1009): %s", exc.sent.reason, extra={"event": "too_big"})
+
+    async def _handle_update(
+        self, room: Room, peer: _Peer, update: bytes, raw: bytes, received: float
+    ) -> None:
+        if not room.accept_update(peer, update):
+            return
+        if self._store is None:
+            self._commit(room, peer, update, raw, received)
+            return
+        # Keep reading while the write is in flight: a burst from one peer
+        # goes into one commit. The commit loop forwards in order once written.
+        written = self._store.append_nowait(room.room_id, update)
+        await peer.commits.put(_PendingCommit(update, raw, received, written))
+
+    async def _commit_loop(self, room: Room, peer: _Peer) -> None:
+        failed = False
+        while (item := await peer.commits.get()) is not None:
+            try:
+                await item.written
+            except StoreError as exc:
+                if not failed:
+                    failed = True
+                    room.abandon_update()
+                    peer.kick(CloseCode.INTERNAL_ERROR, str(exc), "store_error")
+                continue
+            try:
+                self._commit(room, peer, item.update, item.raw, item.received)
+            except UpdateRejectedError as exc:
+                peer.kick(CloseCode.BAD_MESSAGE, str(exc), "bad_message")
+
+    def _commit(self, room: Room, peer: _Peer, update: bytes, raw: bytes, received: float) -> None:
+        self._received_at = received
+        try:
+            room.commit_update(peer, update, raw)
+        finally:
+            self._received_at = None
 
 
 def _address(ws: ServerConnection) -> str:
@@ -341,11 +818,25 @@ def _address(ws: ServerConnection) -> str:
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    # Keep reading while closing: a peer that flooded us has filled the
+    # incoming buffer, reading is paused, and its close frame would never be
+    # read without this.
+    drain = asyncio.create_task(_drain(ws))
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(code, reason)
     except TimeoutError:
         ws.transport.abort()
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+
+
+async def _drain(ws: ServerConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
 
 
 def _describe_close(ws: ServerConnection) -> str:

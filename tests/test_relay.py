@@ -430,7 +430,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(tmp_path / "data")},
     ) as proc:
         try:
             assert proc.stderr is not None
@@ -441,6 +441,8 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
             assert proc.stdout is not None
             assert proc.stdout.read() == ""
             assert "relay listening on" in log_file.read_text()
+            # The default store lives in $XDG_DATA_HOME/collab-relay.
+            assert (tmp_path / "data" / "collab-relay" / "relay.sqlite3").exists()
         finally:
             if proc.poll() is None:
                 proc.kill()
