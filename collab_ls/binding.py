@@ -59,6 +59,8 @@ class DocBinding:
         self._pump_scheduled = False
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self.on_remote: Callable[[DocBinding], None] | None = None
+        """Called after a peer's change reached this document (presence uses it)."""
 
     @property
     def bound(self) -> bool:
@@ -147,6 +149,8 @@ class DocBinding:
             return
         self.sync.remote(from_delta(event.delta))
         self.schedule_pump()
+        if self.on_remote is not None:
+            self.on_remote(self)
 
     def _apply(self, ops: Sequence[Op]) -> None:
         if not ops:

@@ -28,6 +28,12 @@ def setup_logging(options: Options) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``collab-ls``."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["doctor"]:
+        # A subcommand, not a language server: it may print to stdout.
+        from collab_ls.doctor import main as doctor
+
+        sys.exit(doctor(args[1:]))
     options = parse_args(argv)
     setup_logging(options)
     from collab_ls.server import create_server, serve_stdio

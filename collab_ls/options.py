@@ -20,6 +20,7 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 0
     name: str = "user"
+    ca_file: Path | None = None
     log_file: Path | None = None
     log_level: str = "INFO"
 
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --share: port of the embedded relay (default: a free port)",
     )
     p.add_argument("--name", default=None, help="your name in the session (default: OS user)")
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        help="trust this CA (PEM) for wss:// relays, besides the system's certificates",
+    )
     p.add_argument("--log-file", type=Path, help="write logs to this file instead of stderr")
     p.add_argument(
         "--log-level",
@@ -93,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         host=ns.host,
         port=ns.port,
         name=ns.name or _default_name(),
+        ca_file=ns.ca_file,
         log_file=ns.log_file,
         log_level=ns.log_level,
     )

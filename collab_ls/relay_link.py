@@ -21,6 +21,14 @@ with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
   ``access=read-only`` hint): remote updates are applied, local changes stay
   local and are never sent; the relay's SyncStep1 is answered with an empty
   update. The relay enforces read-only by itself whatever a client sends.
+* Several relay nodes (a relay scaled out on Redis, ``collab-relay --redis``):
+  ``url`` may be a comma-separated list of URLs, and/or ``fallback_urls``
+  gives more, all for the same room. The link connects to the first; when a
+  connection attempt fails or an established connection is lost, it moves to
+  the next URL in the list (round robin), immediately while some URL has not
+  been tried since the last successful sync, then with backoff after each full
+  round. :meth:`RelayLink.set_url` with one URL (a rotated secret) carries
+  its room and query over to every fallback node.
 * ``wss://`` URLs verify the relay's certificate and host name, against the
   system's CAs or ``ca_file``.
 * Awareness (presence) is a ``pycrdt.Awareness`` for the doc: local changes
@@ -38,7 +46,7 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +82,7 @@ __all__ = [
     "SyncTimeoutError",
     "client_ssl_context",
     "parse_relay_url",
+    "parse_relay_urls",
 ]
 
 _OPEN_TIMEOUT = 10.0
@@ -174,6 +183,44 @@ def parse_relay_url(url: str) -> RelayUrl:
     return RelayUrl(url, parts.scheme, parts.hostname, port, room, secrets[0], read_only)
 
 
+def parse_relay_urls(urls: str, fallback_urls: Sequence[str] = ()) -> list[RelayUrl]:
+    """Parse a comma-separated list of relay URLs and more fallbacks, all of one room.
+
+    Args:
+        urls: One URL, or several separated by commas.
+        fallback_urls: More URLs.
+
+    Returns:
+        The parsed URLs, in order, without duplicates.
+
+    Raises:
+        RelayUrlError: If a URL is malformed, there is none, or they name
+            different rooms.
+    """
+    texts = [u.strip() for u in urls.split(",") if u.strip()]
+    texts += [u.strip() for u in fallback_urls if u.strip()]
+    if not texts:
+        raise RelayUrlError("no relay URL")
+    parsed: list[RelayUrl] = []
+    for text in dict.fromkeys(texts):
+        url = parse_relay_url(text)
+        if parsed and url.room != parsed[0].room:
+            raise RelayUrlError(
+                f"relay URLs name different rooms ({parsed[0].room!r} and {url.room!r}): "
+                "fallback URLs are other nodes of the same relay"
+            )
+        parsed.append(url)
+    return parsed
+
+
+def _on_node(url: RelayUrl, node: RelayUrl) -> RelayUrl:
+    """``url``'s room and query (secret) on ``node``'s scheme, host and port."""
+    parts = urlsplit(url.url)
+    host = f"[{node.host}]" if ":" in node.host else node.host
+    query = f"?{parts.query}" if parts.query else ""
+    return parse_relay_url(f"{node.scheme}://{host}:{node.port}{parts.path}{query}")
+
+
 class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -197,6 +244,7 @@ class RelayLink:
         url: str,
         *,
         origin: object,
+        fallback_urls: Sequence[str] = (),
         on_status: Callable[[LinkStatus, str], None] | None = None,
         logger: logging.Logger | None = None,
         backoff_initial: float = 0.1,
@@ -208,7 +256,9 @@ class RelayLink:
 
         Args:
             doc: The document to keep in sync.
-            url: ``ws[s]://host:port/<room>?secret=<secret>``.
+            url: ``ws[s]://host:port/<room>?secret=<secret>``, or several
+                such URLs of the same room (relay nodes sharing rooms through
+                Redis) separated by commas.
             origin: The transaction origin of remote updates (must be hashable);
                 transactions with this origin are not sent back.
             on_status: Called with every status change and a human-readable
@@ -218,17 +268,21 @@ class RelayLink:
             backoff_max: Longest reconnection delay, in seconds.
             read_only: Never send local changes (default: what the URL's
                 ``access=read-only`` hint says).
+            fallback_urls: More URLs of the same room on other relay nodes,
+                tried in turn after ``url`` when a connection fails or drops.
             ca_file: For ``wss://``: a PEM file of CA certificates to trust
                 instead of the system's (certificates are always verified).
 
         Raises:
-            RelayUrlError: If the URL is malformed.
+            RelayUrlError: If a URL is malformed or they name different rooms.
             OSError, ssl.SSLError: If ``ca_file`` cannot be read.
         """
-        self._url = parse_relay_url(url)
+        self._urls = parse_relay_urls(url, fallback_urls)
+        self._index = 0
+        self._url = self._urls[0]
         self._read_only = self._url.read_only if read_only is None else read_only
         self._ssl: ssl.SSLContext | None = None
-        if self._url.scheme == "wss" or ca_file is not None:
+        if any(u.scheme == "wss" for u in self._urls) or ca_file is not None:
             self._ssl = client_ssl_context(ca_file)
         self._doc = doc
         self._origin = origin
@@ -256,8 +310,13 @@ class RelayLink:
 
     @property
     def url(self) -> RelayUrl:
-        """The relay URL."""
+        """The relay URL in use (the one connected to, or tried next)."""
         return self._url
+
+    @property
+    def urls(self) -> tuple[RelayUrl, ...]:
+        """Every relay URL, in the order they are tried."""
+        return tuple(self._urls)
 
     @property
     def read_only(self) -> bool:
@@ -271,16 +330,21 @@ class RelayLink:
         refused (REFUSED) starts connecting again with the new URL.
 
         Args:
-            url: The new URL, with the same scheme rules as the constructor's.
+            url: The new URL, with the same rules as the constructor's. A
+                single URL replaces the first one and, on every other node
+                of the list, the room and query (the secret); a
+                comma-separated list replaces the whole list.
 
         Raises:
             RelayUrlError: If the URL is malformed.
         """
-        parsed = parse_relay_url(url)
-        if parsed.scheme == "wss" and self._ssl is None:
+        urls = parse_relay_urls(url)
+        if len(urls) == 1 and len(self._urls) > 1:
+            urls += [_on_node(urls[0], node) for node in self._urls[1:]]
+        if any(u.scheme == "wss" for u in urls) and self._ssl is None:
             self._ssl = client_ssl_context()
-        self._url = parsed
-        self._log.extra = {"relay": parsed.redacted}
+        self._urls, self._index = urls, 0
+        self._use(0)
         if self._refused is not None and self.started:
             self._refused = None
             self._tasks.append(asyncio.create_task(self._run(), name="relay-link"))
@@ -384,8 +448,16 @@ class RelayLink:
 
     # Connection loop
 
+    def _use(self, index: int) -> None:
+        self._index = index % len(self._urls)
+        self._url = self._urls[self._index]
+        self._log.extra = {"relay": self._url.redacted}
+
     async def _run(self) -> None:
         delay = self._backoff_initial
+        # URLs tried since the last sync: the next node is tried at once
+        # until every node failed, then with backoff.
+        tried = 0
         while True:
             self._set_status(LinkStatus.CONNECTING, f"connecting to {self._url.redacted}")
             try:
@@ -408,11 +480,17 @@ class RelayLink:
                 return
             if self._synced:
                 delay = self._backoff_initial
+                tried = 0
             self._synced = False
             self._log.info("disconnected: %s", reason)
             self._set_status(LinkStatus.DISCONNECTED, reason)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._backoff_max)
+            tried += 1
+            if len(self._urls) > 1:
+                self._use(self._index + 1)
+                self._log.info("trying the next relay node")
+            if tried % len(self._urls) == 0:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._backoff_max)
 
     async def _session(self, ws: ClientConnection) -> str:
         out: asyncio.Queue[bytes] = asyncio.Queue()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 import threading
 from pathlib import Path
@@ -30,11 +29,23 @@ from collab_ls import __version__
 from collab_ls.binding import DocBinding
 from collab_ls.disk import DiskMirror, file_path, read_text
 from collab_ls.options import Options
-from collab_ls.protocol import CMD_SHARE_URL, CMD_STATUS, NOTIFY_STATUS
+from collab_ls.presence import Pos
+from collab_ls.presence_shell import FollowError, Presence
+from collab_ls.protocol import (
+    CMD_CHAT,
+    CMD_FOLLOW,
+    CMD_PEERS,
+    CMD_SHARE_URL,
+    CMD_STATUS,
+    CMD_UNFOLLOW,
+    NOTIFY_CURSOR,
+    NOTIFY_STATUS,
+)
 from collab_ls.reconcile import Change, FullChange, OutgoingEdit, RangeChange
 from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_url
 from collab_ls.session import NotInWorkspace, Session, relative_path
 from collab_ls.units import Encoding
+from relay.links import new_room_id, new_secret, session_links
 
 log = logging.getLogger("collab_ls")
 
@@ -101,6 +112,11 @@ class CollabProtocol(LanguageServerProtocol):
             except Exception:
                 log.exception("failed to handle a didChange")
             return
+        if type(message) is JsonRPCNotification and message.method == NOTIFY_CURSOR:
+            presence = self._server.presence
+            if presence is not None:
+                presence.cursor_report(message.params)
+            return
         super().handle_message(message)
 
     def get_message_type(self, method: str) -> Any:  # type: ignore[override]
@@ -145,6 +161,8 @@ class CollabServer(LanguageServer):
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self.session = Session(self.doc)
         self.url: str | None = None
+        self.read_only_url: str | None = None
+        self.read_only = False
         self.connected = False
         self.bindings: dict[str, DocBinding] = {}
         self.waiting: dict[str, list[DocBinding]] = {}
@@ -153,6 +171,8 @@ class CollabServer(LanguageServer):
         self._mirror: DiskMirror | None = None
         self._subs: list[pycrdt.Subscription] = []
         self._started = False
+        self.presence: Presence | None = None
+        self.inlay_refresh = False
 
     @property
     def is_host(self) -> bool:
@@ -174,6 +194,9 @@ class CollabServer(LanguageServer):
         self.honest_client = (
             isinstance(init, dict) and init.get("honestApplyEdit") is True
         ) or client in HONEST_CLIENTS
+        workspace_caps = params.capabilities.workspace
+        inlay_caps = workspace_caps.inlay_hint if workspace_caps else None
+        self.inlay_refresh = bool(inlay_caps and inlay_caps.refresh_support)
         encoding = self.workspace.position_encoding
         self.encoding = Encoding.parse(getattr(encoding, "value", encoding))
         log.info(
@@ -192,18 +215,18 @@ class CollabServer(LanguageServer):
         opts = self.options
         try:
             if self.is_host:
-                room = secrets.token_urlsafe(16)
-                secret = secrets.token_urlsafe(16)
+                room, secret, ro_secret = new_room_id(), new_secret(), new_secret()
                 if opts.relay_url:
-                    base = opts.relay_url.rstrip("/")
-                    self.url = f"{base}/{room}?secret={secret}"
+                    links = session_links(opts.relay_url, room, secret, ro_secret)
                 else:
                     from relay.server import Relay
 
                     relay = Relay(opts.host, opts.port)
                     await self._stack.enter_async_context(relay)
-                    relay.create_room(room, secret)
-                    self.url = relay.url(room, secret)
+                    relay.create_room(room, secret, read_only_secret=ro_secret)
+                    links = relay.links(room, secret, ro_secret)
+                self.url, self.read_only_url = links.read_write, links.read_only
+                link_url = links.host
                 self._mirror = DiskMirror(self.root, self._session_text, log)
                 # Raw deep observer: no event objects are built for local transactions.
                 self._subs.append(self.session.files.integrated.observe_deep(self._on_files_deep))
@@ -211,22 +234,55 @@ class CollabServer(LanguageServer):
             else:
                 assert opts.join_url is not None
                 parse_relay_url(opts.join_url)
-                self.url = opts.join_url
+                self.url = link_url = opts.join_url
             self._subs.append(self.session.files.observe(self._on_files))
-            link = RelayLink(self.doc, self.url, origin=REMOTE, on_status=self._on_link, logger=log)
+            link = RelayLink(
+                self.doc,
+                link_url,
+                origin=REMOTE,
+                on_status=self._on_link,
+                logger=log,
+                ca_file=opts.ca_file,
+            )
+            self.read_only = link.read_only
             await self._stack.enter_async_context(link)
+            self._start_presence(link)
         except Exception as exc:
             msg = f"collab-ls could not start the session: {exc}"
             log.exception("%s", msg)
             self.show(types.MessageType.Error, msg)
             return
         if self.is_host:
-            log.info("session shared: %s", self.url)
+            log.info("session shared: %s (read-only: %s)", self.url, self.read_only_url)
             self.show(
                 types.MessageType.Info,
-                f"collab-ls: sharing this folder. Others join with: collab-ls --join {self.url}",
+                f"collab-ls: sharing this folder. Others join with: collab-ls --join {self.url} "
+                f"(read-only: collab-ls --join {self.read_only_url})",
             )
             self._serve_requests()
+        elif self.read_only:
+            self.show(
+                types.MessageType.Info,
+                "collab-ls: joined read-only: you see every edit live; your own edits are undone",
+            )
+
+    def _start_presence(self, link: RelayLink) -> None:
+        presence = Presence(
+            name=self.options.name,
+            doc=self.doc,
+            session=self.session,
+            awareness=link.awareness,
+            encoding=self.encoding,
+            root=self.root,
+            bindings=self.bindings,
+            client=_PresenceClient(self),
+            logger=log,
+        )
+        presence.start()
+        self._stack.callback(presence.stop)  # before the link stops
+        for binding in self.bindings.values():
+            binding.on_remote = presence.text_moved
+        self.presence = presence
 
     async def stop_session(self) -> None:
         """Flush files to disk and stop the link and the relay."""
@@ -252,6 +308,8 @@ class CollabServer(LanguageServer):
         was = self.connected
         self.connected = status is LinkStatus.CONNECTED
         if status is LinkStatus.CONNECTED:
+            if self.presence is not None:
+                self.presence.connected()
             message = "collab-ls: connected to the session"
             level = types.MessageType.Info
         elif status is LinkStatus.REFUSED:
@@ -294,6 +352,9 @@ class CollabServer(LanguageServer):
             logger=log,
         )
         self.bindings[item.uri] = binding
+        if self.presence is not None:
+            binding.on_remote = self.presence.text_moved
+            self.presence.documents_changed()
         text = self.session.text(key)
         if text is None and self.is_host:
             text = self.session.seed(key, item.text)
@@ -317,7 +378,14 @@ class CollabServer(LanguageServer):
         if binding is None:
             log.warning("didChange for %s, which is not open (or not shared); ignored", uri)
             return
+        if self.read_only:
+            # The relay refuses a read-only peer's changes: put the session's text back.
+            log.info("%s: read-only session: change undone", binding.key)
+            binding.invalid_input(version)
+            return
         errors = binding.did_change(version, changes)
+        if self.presence is not None:
+            self.presence.edited(binding, changes)
         for error in errors:
             log.error("%s: %s", binding.key, error)
             self.show(types.MessageType.Error, f"collab-ls: {binding.key}: {error}")
@@ -340,6 +408,8 @@ class CollabServer(LanguageServer):
             for waiting in self.waiting.values():
                 if binding in waiting:
                     waiting.remove(binding)
+            if self.presence is not None:
+                self.presence.documents_changed()
 
     def _send_edit(self, binding: DocBinding, edit: OutgoingEdit) -> None:
         params = types.ApplyWorkspaceEditParams(
@@ -441,9 +511,62 @@ class CollabServer(LanguageServer):
         return {
             "role": "host" if self.is_host else "guest",
             "url": self.url,
+            "readOnlyUrl": self.read_only_url,
+            "readOnly": self.read_only,
             "connected": self.connected,
             "documents": sorted(b.key for b in self.bindings.values()),
         }
+
+
+class _PresenceClient:
+    """The editor as presence sees it (:class:`~collab_ls.presence_shell.PresenceClient`)."""
+
+    def __init__(self, server: CollabServer) -> None:
+        self._server = server
+
+    def notify(self, method: str, params: Any) -> None:
+        with contextlib.suppress(Exception):  # the client may be gone already
+            self._server.protocol.notify(method, params)
+
+    def show_document(self, uri: str, cursor: Pos) -> None:
+        position = types.Position(line=cursor[0], character=cursor[1])
+        params = types.ShowDocumentParams(
+            uri=uri, take_focus=True, selection=types.Range(start=position, end=position)
+        )
+        self._server._spawn(self._show_document(params))
+
+    async def _show_document(self, params: types.ShowDocumentParams) -> None:
+        try:
+            await self._server.window_show_document_async(params)
+        except Exception as exc:
+            log.info("window/showDocument %s failed: %s", params.uri, exc)
+
+    def refresh_inlay_hints(self) -> None:
+        if self._server.inlay_refresh:
+            self._server._spawn(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            await self._server.workspace_inlay_hint_refresh_async(None)
+        except Exception as exc:
+            log.debug("workspace/inlayHint/refresh failed: %s", exc)
+
+    def show_message(self, message: str) -> None:
+        self._server.show(types.MessageType.Info, message)
+
+
+def _record_position(ls: CollabServer, uri: str, position: types.Position) -> None:
+    if ls.presence is not None:
+        ls.presence.position_seen(uri, position.line, position.character)
+
+
+def _argument(args: tuple[Any, ...], what: str) -> str:
+    # pygls passes `arguments` either spread or as one list, depending on the client.
+    if len(args) == 1 and isinstance(args[0], list):
+        args = tuple(args[0])
+    if not args or not isinstance(args[0], str) or not args[0]:
+        raise ValueError(f"{what} is required")
+    return args[0]
 
 
 class _PipeReader:
@@ -518,4 +641,65 @@ def create_server(options: Options) -> CollabServer:
     def status(ls: CollabServer, *args: Any) -> dict[str, Any]:
         return ls.status()
 
+    _register_presence(server)
     return server
+
+
+def _register_presence(server: CollabServer) -> None:
+    """Presence features: cursor sources, inlay hints and the presence commands."""
+
+    # Stock clients never report their cursor, but these requests carry it.
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    def hover(ls: CollabServer, params: types.HoverParams) -> None:
+        _record_position(ls, params.text_document.uri, params.position)
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_HIGHLIGHT)
+    def highlight(ls: CollabServer, params: types.DocumentHighlightParams) -> None:
+        _record_position(ls, params.text_document.uri, params.position)
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION)
+    def completion(ls: CollabServer, params: types.CompletionParams) -> None:
+        _record_position(ls, params.text_document.uri, params.position)
+
+    @server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
+    def inlay_hint(ls: CollabServer, params: types.InlayHintParams) -> list[types.InlayHint]:
+        if ls.presence is None:
+            return []
+        r = params.range
+        hints = ls.presence.inlay_hints(
+            params.text_document.uri,
+            (r.start.line, r.start.character),
+            (r.end.line, r.end.character),
+        )
+        return [
+            types.InlayHint(
+                position=types.Position(line=pos[0], character=pos[1]),
+                label=name,
+                tooltip=f"{name}'s cursor (collab-ls)",
+                padding_left=True,
+                padding_right=True,
+            )
+            for pos, name, _colour in hints
+        ]
+
+    @server.command(CMD_PEERS)
+    def peers(ls: CollabServer, *args: Any) -> list[dict[str, Any]]:
+        return ls.presence.peers() if ls.presence else []
+
+    @server.command(CMD_FOLLOW)
+    def follow(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        name = _argument(args, "collab.follow: the name of the peer to follow")
+        if ls.presence is None:
+            raise FollowError("the session is not up")
+        return ls.presence.follow(name)
+
+    @server.command(CMD_UNFOLLOW)
+    def unfollow(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        return ls.presence.unfollow() if ls.presence else {"following": None}
+
+    @server.command(CMD_CHAT)
+    def chat(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        message = _argument(args, "collab.chat: the message")
+        if ls.presence is None:
+            raise ValueError("the session is not up")
+        return ls.presence.chat(message)

@@ -12,6 +12,17 @@ standard y-websocket protocol. Its layout, so any Yjs client can take part:
     Key: a relative path a guest opened that the session does not hold yet.
     Value: the guest's own copy of the file (a string), used only when the host
     has no such file. The host removes the key once it has seeded the file.
+``chat``: ``Y.Array``
+    The session's chat, oldest first: ``{"client": awareness client id,
+    "name": str, "colour": "#rrggbb", "text": str, "time": ms since the
+    epoch}`` per message. Chat lives in the document rather than in
+    awareness because awareness carries only each peer's latest state: two
+    messages sent in a row, or sent while a peer was reconnecting, would be
+    lost, and a late joiner could not read what was said. It grows with the
+    session (a few hundred bytes a message).
+
+Presence (who is here, their cursors) is *not* in the document: it is the
+standard Yjs awareness state of each peer, see :mod:`collab_ls.presence`.
 
 Who seeds: **only the host** ever creates an entry of ``files``, so two peers
 opening the same file at the same moment can never both insert its content
@@ -34,6 +45,7 @@ import pycrdt
 
 FILES = "files"
 REQUESTS = "requests"
+CHAT = "chat"
 
 
 class NotInWorkspace(ValueError):
@@ -47,6 +59,7 @@ class Session:
         self.doc = doc
         self.files: pycrdt.Map[pycrdt.Text] = doc.get(FILES, type=pycrdt.Map)
         self.requests: pycrdt.Map[str] = doc.get(REQUESTS, type=pycrdt.Map)
+        self.chat: pycrdt.Array[Any] = doc.get(CHAT, type=pycrdt.Array)
 
     def text(self, path: str) -> pycrdt.Text | None:
         """The shared text of ``path``, if the session holds it."""

@@ -169,9 +169,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_relay(port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_relay(port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "--port", str(port), "--log-file", str(log)],
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--port",
+            str(port),
+            "--log-file",
+            str(log),
+            "--store",
+            str(log.with_suffix(".sqlite3")),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -264,3 +275,66 @@ async def test_guest_edit_to_file_host_has_not_open_reaches_disk(
         lambda: host_file.read_text().startswith("guest was here\nfirst line"), what="disk write"
     )
     assert not list(host_file.parent.glob("*.collab-tmp"))
+
+
+async def test_read_only_guest_sees_everything_and_changes_nothing(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host = await _host(tmp_path)
+    editors.append(host)
+    host.open(REL)
+    status = await host.command("collab.status")
+    ro_url = status["readOnlyUrl"]
+    assert ro_url and ro_url != status["url"]
+    assert any(ro_url in m for m in host.messages)
+    viewer = await _guest(tmp_path, "viewer", ro_url)
+    editors.append(viewer)
+    viewer.open(REL)
+    await eventually(lambda: viewer.buffers[REL].text == INITIAL, what="viewer gets the text")
+    assert (await viewer.command("collab.status"))["readOnly"] is True
+    host.type(REL, 0, "live ")
+    await eventually(lambda: viewer.buffers[REL].text == "live " + INITIAL, what="live edit")
+    viewer.type(REL, 0, "VANDAL ")
+    # The viewer's change is undone in its buffer and never reaches the host.
+    await eventually(
+        lambda: viewer.buffers[REL].text == "live " + INITIAL, what="viewer's change undone"
+    )
+    host.type(REL, 0, "still ")
+    await eventually(
+        lambda: viewer.buffers[REL].text == "still live " + INITIAL, what="edits keep flowing"
+    )
+    assert "VANDAL" not in host.buffers[REL].text
+
+
+async def test_wss_relay_with_a_trusted_ca(tmp_path: Path, editors: list[LspEditor]) -> None:
+    from tests.test_relay_tls import make_pki
+
+    ca, cert, key = make_pki(tmp_path)
+    port = _free_port()
+    relay = _start_relay(port, tmp_path / "relay.log", "--cert", str(cert), "--key", str(key))
+    try:
+        await _wait_port(port)
+        base = f"wss://127.0.0.1:{port}"
+        host = await _host(tmp_path, "neovim", "--relay", base, "--ca-file", str(ca))
+        editors.append(host)
+        host.open(REL)
+        url = await host.command("collab.shareUrl")
+        assert url.startswith("wss://")
+        # Certificates are verified by default: without the CA the guest is told why.
+        untrusting = LspEditor("untrusting", _workspace(tmp_path, "untrusting"))
+        await untrusting.start("--join", url)
+        editors.append(untrusting)
+        await eventually(
+            lambda: any("CERTIFICATE_VERIFY_FAILED" in m for m in untrusting.messages),
+            what="certificate failure shown",
+        )
+        guest = LspEditor("guest", _workspace(tmp_path, "guest", "stale\n"))
+        await guest.start("--join", url, "--ca-file", str(ca))
+        editors.append(guest)
+        guest.open(REL)
+        await eventually(lambda: _converged([host, guest]), what="sync over wss")
+        guest.type(REL, 0, "tls ")
+        await eventually(lambda: host.buffers[REL].text.startswith("tls "), what="edit over wss")
+    finally:
+        relay.kill()
+        relay.wait(10)

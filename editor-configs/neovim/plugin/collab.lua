@@ -21,3 +21,19 @@ end, { nargs = 0, desc = 'collab-ls: show the session status' })
 command('CollabStop', function()
   require('collab').stop()
 end, { nargs = 0, desc = 'collab-ls: stop collab-ls' })
+
+command('CollabPeers', function()
+  require('collab').show_peers()
+end, { nargs = 0, desc = 'collab-ls: who is in the session' })
+
+command('CollabFollow', function(o)
+  require('collab').follow(o.args)
+end, { nargs = 1, desc = 'collab-ls: follow a peer (by name)' })
+
+command('CollabUnfollow', function()
+  require('collab').unfollow()
+end, { nargs = 0, desc = 'collab-ls: stop following' })
+
+command('CollabChat', function(o)
+  require('collab').chat(o.args)
+end, { nargs = '?', desc = 'collab-ls: send a chat message (none: show the chat)' })

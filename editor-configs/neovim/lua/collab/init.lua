@@ -9,7 +9,16 @@
 --- ```
 ---
 --- Commands (defined by plugin/collab.lua): `:CollabShare [relay-url]`,
---- `:CollabJoin {url}`, `:CollabStatus`, `:CollabStop`.
+--- `:CollabJoin {url}`, `:CollabStatus`, `:CollabStop`, `:CollabPeers`,
+--- `:CollabFollow {name}`, `:CollabUnfollow`, `:CollabChat {text}`.
+---
+--- Presence: the cursor and selection of this Neovim go to collab-ls as
+--- `$/collab/cursor` (on CursorMoved, CursorMovedI, ModeChanged, BufEnter;
+--- at most one per `cursor_interval` ms); the peers come back as
+--- `$/collab/peers` and are drawn with extmarks in namespace `collab_peers`:
+--- a coloured block on the peer's cursor (highlight `CollabPeerCursor_RRGGBB`),
+--- its selection (`CollabPeerSelection_RRGGBB`) and its name at the end of
+--- the line (`CollabPeerLabel_RRGGBB`).
 ---
 --- Why a custom `workspace/applyEdit` handler: collab-ls sends peers' edits
 --- gated by the document version Neovim last reported. Stock Neovim skips an
@@ -31,7 +40,10 @@ local NAME = 'collab-ls'
 --- @field cmd string[] command that runs collab-ls (extra arguments allowed)
 --- @field name string? your name in the session (`--name`); default: OS user
 --- @field debounce integer `flags.debounce_text_changes` in ms (0: send at once)
-M.config = { cmd = { 'collab-ls' }, name = nil, debounce = 0 }
+--- @field cursor_interval integer ms between two cursor reports to collab-ls
+M.config = { cmd = { 'collab-ls' }, name = nil, debounce = 0, cursor_interval = 50 }
+
+local ns = vim.api.nvim_create_namespace('collab_peers')
 
 local state = {
   client_id = nil, --- @type integer?
@@ -40,6 +52,10 @@ local state = {
   url = nil, --- @type string?
   augroup = nil, --- @type integer?
   last_shown = nil, --- @type string? last window/showMessage text (to avoid saying it twice)
+  peers = {}, --- @type table[] last `$/collab/peers` list
+  chat = {}, --- @type table[] chat messages received (`$/collab/chat`)
+  cursor_pending = false,
+  marked = {}, --- @type table<integer, true> buffers with peer extmarks
 }
 
 --- @param opts collab.Config?
@@ -213,8 +229,218 @@ local function on_status(_, params)
 end
 
 --- Run a `workspace/executeCommand` of collab-ls; `callback(err, result)`.
-local function execute(client, command, callback)
-  client:request('workspace/executeCommand', { command = command, arguments = {} }, callback)
+local function execute(client, command, callback, arguments)
+  client:request(
+    'workspace/executeCommand',
+    { command = command, arguments = arguments or {} },
+    callback
+  )
+end
+
+-- ------------------------------------------------------------------ presence
+
+--- Highlight groups of a peer colour ('#rrggbb'): cursor, selection, label.
+local function peer_groups(colour)
+  local hex = colour:gsub('#', ''):upper()
+  if not hex:match('^%x%x%x%x%x%x$') then
+    hex = '888888'
+  end
+  local cursor = 'CollabPeerCursor_' .. hex
+  if vim.fn.hlexists(cursor) == 0 then
+    local r, g, b = tonumber(hex:sub(1, 2), 16), tonumber(hex:sub(3, 4), 16), tonumber(hex:sub(5, 6), 16)
+    -- The selection: the colour mixed into a dark grey, so text stays readable.
+    local sel = ('#%02x%02x%02x'):format(
+      math.floor(r * 0.35 + 0x30 * 0.65),
+      math.floor(g * 0.35 + 0x30 * 0.65),
+      math.floor(b * 0.35 + 0x30 * 0.65)
+    )
+    vim.api.nvim_set_hl(0, cursor, { bg = '#' .. hex, fg = '#ffffff', default = true })
+    vim.api.nvim_set_hl(0, 'CollabPeerSelection_' .. hex, { bg = sel, default = true })
+    vim.api.nvim_set_hl(
+      0,
+      'CollabPeerLabel_' .. hex,
+      { bg = '#' .. hex, fg = '#ffffff', bold = true, default = true }
+    )
+  end
+  return cursor, 'CollabPeerSelection_' .. hex, 'CollabPeerLabel_' .. hex
+end
+
+--- An LSP position to (row, byte col) in `bufnr`, clamped to the buffer.
+local function to_byte(bufnr, pos, encoding)
+  local count = vim.api.nvim_buf_line_count(bufnr)
+  local row = math.min(pos.line, count - 1)
+  local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ''
+  if pos.line >= count then
+    return row, #line
+  end
+  local ok, col = pcall(vim.str_byteindex, line, encoding, pos.character, false)
+  if not ok then
+    col = #line
+  end
+  return row, math.min(col, #line), line
+end
+
+--- Draw `peers` (a `$/collab/peers` list) in every loaded buffer.
+function M.render_peers(peers)
+  for bufnr in pairs(state.marked) do
+    if vim.api.nvim_buf_is_valid(bufnr) then
+      vim.api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
+    end
+  end
+  state.marked = {}
+  local client = M.client()
+  local encoding = client and client.offset_encoding or 'utf-16'
+  for _, peer in ipairs(peers or {}) do
+    local uri = peer.uri
+    if uri and uri ~= vim.NIL and peer.cursor and peer.cursor ~= vim.NIL then
+      local bufnr = vim.uri_to_bufnr(uri)
+      if vim.api.nvim_buf_is_loaded(bufnr) then
+        state.marked[bufnr] = true
+        local hl_cursor, hl_sel, hl_label = peer_groups(peer.colour or '#888888')
+        for _, r in ipairs(peer.ranges or {}) do
+          local sr, sc = to_byte(bufnr, r.start, encoding)
+          local er, ec = to_byte(bufnr, r['end'], encoding)
+          if sr ~= er or sc ~= ec then
+            pcall(vim.api.nvim_buf_set_extmark, bufnr, ns, sr, sc, {
+              end_row = er,
+              end_col = ec,
+              hl_group = hl_sel,
+              priority = 150,
+            })
+          end
+        end
+        local row, col, line = to_byte(bufnr, peer.cursor, encoding)
+        line = line or ''
+        local opts = { priority = 200, hl_group = hl_cursor }
+        if col < #line then
+          local char = vim.fn.strpart(line, col, 1, true)
+          opts.end_col = col + math.max(#char, 1)
+        else
+          opts.hl_group = nil
+          opts.virt_text = { { ' ', hl_cursor } }
+          opts.virt_text_pos = 'overlay'
+        end
+        pcall(vim.api.nvim_buf_set_extmark, bufnr, ns, row, col, opts)
+        pcall(vim.api.nvim_buf_set_extmark, bufnr, ns, row, 0, {
+          virt_text = { { ' ' .. peer.name .. ' ', hl_label } },
+          virt_text_pos = 'eol',
+          priority = 200,
+        })
+      end
+    end
+  end
+end
+
+--- The peers as collab-ls last reported them (`$/collab/peers`).
+function M.peers()
+  return state.peers
+end
+
+local function on_peers(_, params)
+  state.peers = params and params.peers or {}
+  M.render_peers(state.peers)
+end
+
+local function on_chat(_, params)
+  if params then
+    -- Others' messages also arrive as window/showMessage, which shows them.
+    state.chat[#state.chat + 1] = params
+  end
+end
+
+--- The chat messages received in this session.
+function M.chat_log()
+  return state.chat
+end
+
+--- An LSP position of (row 0-based, byte col) in `bufnr`.
+local function lsp_position(bufnr, row, col, encoding)
+  local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ''
+  col = math.min(col, #line)
+  local ok, character = pcall(vim.str_utfindex, line, encoding, col, false)
+  return { line = row, character = ok and character or col }
+end
+
+--- Send this window's cursor and selection as `$/collab/cursor`.
+function M.send_cursor()
+  state.cursor_pending = false
+  local client = M.client()
+  if not client or not client.initialized then
+    return
+  end
+  local bufnr = vim.api.nvim_get_current_buf()
+  if not vim.lsp.buf_is_attached(bufnr, client.id) then
+    return
+  end
+  local cur = vim.api.nvim_win_get_cursor(0)
+  local head = lsp_position(bufnr, cur[1] - 1, cur[2], client.offset_encoding)
+  local anchor = head
+  local mode = vim.api.nvim_get_mode().mode
+  if mode:match('^[vV\22]') then
+    local v = vim.fn.getpos('v')
+    anchor = lsp_position(bufnr, v[2] - 1, v[3] - 1, client.offset_encoding)
+  end
+  client:notify('$/collab/cursor', {
+    uri = vim.uri_from_bufnr(bufnr),
+    ranges = { { start = anchor, ['end'] = head } },
+  })
+end
+
+local function cursor_moved()
+  if not state.cursor_pending then
+    state.cursor_pending = true
+    vim.defer_fn(M.send_cursor, M.config.cursor_interval)
+  end
+end
+
+--- `:CollabPeers`: who is here.
+function M.show_peers()
+  local list, err = M.execute_sync('collab.peers')
+  if not list then
+    notify('collab: ' .. (err or 'no answer'), vim.log.levels.WARN)
+    return
+  end
+  local lines = {}
+  for _, p in ipairs(list) do
+    local where = p.document ~= vim.NIL and p.document or '-'
+    if p.cursor and p.cursor ~= vim.NIL then
+      where = ('%s:%d'):format(where, p.cursor.line + 1)
+    end
+    lines[#lines + 1] = ('%s%s  %s'):format(p.name, p.self and ' (you)' or '', where)
+  end
+  notify('collab: here: ' .. table.concat(lines, '; '))
+end
+
+--- `:CollabFollow {name}`.
+function M.follow(name)
+  local result, err = M.execute_sync_args('collab.follow', { name })
+  if not result then
+    notify('collab: ' .. (err or 'no answer'), vim.log.levels.WARN)
+  else
+    notify('collab: following ' .. name)
+  end
+end
+
+--- `:CollabUnfollow`.
+function M.unfollow()
+  M.execute_sync('collab.unfollow')
+  notify('collab: not following anyone')
+end
+
+--- `:CollabChat {text}` (without text: the messages so far).
+function M.chat(text)
+  if not text or text == '' then
+    local lines = {}
+    for _, m in ipairs(state.chat) do
+      lines[#lines + 1] = m.name .. ': ' .. m.text
+    end
+    notify(#lines > 0 and table.concat(lines, '\n') or 'collab: no chat messages yet')
+    return
+  end
+  local _, err = M.execute_sync_args('collab.chat', { text })
+  if err then
+    notify('collab: ' .. err, vim.log.levels.WARN)
+  end
 end
 
 --- Run a `workspace/executeCommand` synchronously.
@@ -222,6 +448,15 @@ end
 --- @param timeout_ms integer?
 --- @return any result, string? error
 function M.execute_sync(command, timeout_ms)
+  return M.execute_sync_args(command, {}, timeout_ms)
+end
+
+--- Run a `workspace/executeCommand` with arguments, synchronously.
+--- @param command string
+--- @param arguments any[]
+--- @param timeout_ms integer?
+--- @return any result, string? error
+function M.execute_sync_args(command, arguments, timeout_ms)
   local client = M.client()
   if not client then
     return nil, 'collab-ls is not running'
@@ -231,7 +466,7 @@ function M.execute_sync(command, timeout_ms)
   end
   local res, err = client:request_sync(
     'workspace/executeCommand',
-    { command = command, arguments = {} },
+    { command = command, arguments = arguments },
     timeout_ms or 2000
   )
   if not res then
@@ -325,6 +560,8 @@ local function start(args, role)
       ['workspace/applyEdit'] = M.apply_edit,
       ['window/showMessage'] = on_show_message,
       ['$/collab/status'] = on_status,
+      ['$/collab/peers'] = on_peers,
+      ['$/collab/chat'] = on_chat,
     },
     on_exit = function(code, signal, id)
       vim.schedule(function()
@@ -350,6 +587,10 @@ local function start(args, role)
     callback = function(ev)
       attach(ev.buf)
     end,
+  })
+  vim.api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'ModeChanged', 'BufEnter' }, {
+    group = state.augroup,
+    callback = cursor_moved,
   })
   for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
     attach(bufnr)
@@ -416,6 +657,8 @@ function M.reset()
   if state.augroup then
     pcall(vim.api.nvim_del_augroup_by_id, state.augroup)
   end
+  M.render_peers({})
+  state.peers, state.chat = {}, {}
   state.client_id, state.root, state.role, state.url, state.augroup = nil, nil, nil, nil, nil
   vim.g.collab_url = nil
 end
