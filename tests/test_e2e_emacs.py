@@ -1,0 +1,193 @@
+"""End-to-end: a real Emacs 28 with eglot and editor-configs/emacs joins a Neovim's session.
+
+Emacs (Debian's ``emacs-nox`` with ``elpa-eglot``) runs ``-nw`` in a private
+tmux server and is driven with ``tmux send-keys`` (``M-x collab-ls-join``,
+typing). A timer in the test's init file writes the buffer's text, the
+prompts Emacs asked (``y-or-n-p``/``yes-or-no-p`` are recorded, and answered
+"no", so a prompt would block nothing silently but fail the test) and the
+echo area's recent messages as JSON every 50 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nvim_driver import COLLAB_LS, REPO, Fleet, fleet, make_project, wait_until
+from tests.test_e2e_vim import Tmux, require_binary
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+EMACS_CONFIG = REPO / "editor-configs" / "emacs" / "collab-ls.el"
+REL = "notes/today.txt"
+INITIAL = "# shared notes\nthe line: |\nlast line 中文\n"
+
+
+def _elisp_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is an Elisp string literal for these
+
+
+class Emacs:
+    """A real ``emacs -nw`` with collab-ls.el in tmux, its state dumped to a JSON file."""
+
+    def __init__(self, name: str, root: Path, workdir: Path) -> None:
+        self.binary = require_binary("emacs", "emacs-nox")
+        version = subprocess.run(
+            [self.binary, "--batch", "-q", "--eval", "(princ (require 'eglot))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if version.returncode != 0 or "eglot" not in version.stdout:
+            pytest.fail("eglot not found: install the Debian package elpa-eglot")
+        self.name = name
+        self.root = root
+        self.workdir = workdir
+        self.dump_file = workdir / f"{name}-dump.json"
+        self.log_file = workdir / f"{name}-collab-ls.log"
+        self.tmux = Tmux(name, workdir)
+
+    def start(self, rel: str) -> Emacs:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        init = self.workdir / f"{self.name}-init.el"
+        dump = _elisp_string(str(self.dump_file))
+        init.write_text(
+            f"(load {_elisp_string(str(EMACS_CONFIG))})\n"
+            f"(setq collab-ls-program {_elisp_string(str(COLLAB_LS))})\n"
+            f'(setq collab-ls-extra-args (list "--log-file" {_elisp_string(str(self.log_file))}))\n'
+            "(setq native-comp-async-report-warnings-errors 'silent)\n"
+            "(setq make-backup-files nil auto-save-default nil create-lockfiles nil)\n"
+            "(defvar collab-test-prompts nil)\n"
+            "(defun collab-test-record-prompt (prompt &rest _)\n"
+            "  (push prompt collab-test-prompts) nil)\n"
+            "(advice-add 'y-or-n-p :override #'collab-test-record-prompt)\n"
+            "(advice-add 'yes-or-no-p :override #'collab-test-record-prompt)\n"
+            f"(defvar collab-test-file (expand-file-name {_elisp_string(rel)}))\n"
+            "(defun collab-test-dump ()\n"
+            "  (let* ((buf (find-buffer-visiting collab-test-file))\n"
+            "         (state (list :text (if buf (with-current-buffer buf\n"
+            "                                   (buffer-substring-no-properties\n"
+            "                                    (point-min) (point-max))) :null)\n"
+            "                      :url (or collab-ls-url :null)\n"
+            "                      :managed (if (and buf (buffer-local-value\n"
+            "                                              'eglot--managed-mode buf)) t :false)\n"
+            "                      :prompts (vconcat collab-test-prompts)\n"
+            "                      :overlays (length collab-ls--overlays)\n"
+            "                      :messages (with-current-buffer (messages-buffer)\n"
+            "                                  (buffer-substring-no-properties\n"
+            "                                   (max (point-min) (- (point-max) 3000))\n"
+            "                                   (point-max)))))\n"
+            "         (coding-system-for-write 'utf-8-unix))\n"
+            f'    (with-temp-file (concat {dump} ".tmp") (insert (json-serialize state)))\n'
+            f'    (rename-file (concat {dump} ".tmp") {dump} t)))\n'
+            "(run-with-timer 0.05 0.05 #'collab-test-dump)\n"
+        )
+        self.tmux.start([self.binary, "-nw", "-q", "-l", str(init), rel], self.root)
+        wait_until(self.state, 15, f"{self.name}: Emacs started")
+        return self
+
+    def close(self) -> None:
+        self.tmux.close()
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.dump_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def text(self) -> str | None:
+        state = self.state()
+        return state["text"] if state else None
+
+    def mx(self, command: str, argument: str | None = None) -> None:
+        self.tmux.keys("C-g")
+        self.tmux.keys("M-x")
+        self.tmux.literal(command)
+        self.tmux.keys("Enter")
+        if argument is not None:
+            self.tmux.literal(argument)
+            self.tmux.keys("Enter")
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+@pytest.fixture
+def editors(tmp_path: Path) -> Iterator[tuple[Fleet, list[Emacs]]]:
+    emacsen: list[Emacs] = []
+    with fleet(tmp_path / "work") as f:
+        try:
+            yield f, emacsen
+        finally:
+            for e in emacsen:
+                e.close()
+
+
+def test_emacs_joins_a_neovim_session_and_both_type(
+    editors: tuple[Fleet, list[Emacs]], tmp_path: Path
+) -> None:
+    nvims, emacsen = editors
+    host = nvims.start("host", make_project(tmp_path / "host", {REL: INITIAL}))
+    host.edit(REL)
+    url = host.share()
+    host.wait_connected(REL)
+
+    # A git checkout: collab-ls.el shares the git root, as the Neovim config does.
+    root = make_project(tmp_path / "emacs", {REL: "stale copy\n"})
+    (root / ".git").mkdir()
+    emacs = Emacs("emacs", root, tmp_path / "work")
+    emacsen.append(emacs.start(REL))
+    emacs.mx("collab-ls-join", url)
+
+    def joined() -> dict[str, Any] | None:
+        state = emacs.state()
+        return state if state and state["managed"] and state["text"] == INITIAL else None
+
+    try:
+        wait_until(joined, 30, "Emacs joins and gets the host's text")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{emacs.state()}\n{emacs.tmux.screen()}") from None
+
+    # Emacs types on line 2 (its end), Neovim on line 1 (its start), at the same time.
+    emacs.tmux.keys("M-<", "C-n", "C-e")
+    typed_emacs = "e😀中" * 4
+    typed_nvim = "n🎉文" * 4
+    host.cursor_to(0, 0)
+    host.input("i")
+    for i in range(len(typed_emacs)):
+        emacs.tmux.literal(typed_emacs[i])
+        host.type(typed_nvim[i])
+        time.sleep(0.02)
+    host.input("<Esc>")
+    expected = Counter(INITIAL + typed_emacs + typed_nvim)
+
+    def converged() -> str | None:
+        text = host.text(REL)
+        return text if text == emacs.text() and Counter(text) == expected else None
+
+    try:
+        final = wait_until(converged, 30, "Emacs and Neovim converge")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\nneovim: {host.text(REL)!r}\nemacs:  {emacs.text()!r}\n{emacs.state()}"
+        ) from None
+    lines = final.split("\n")
+    assert lines[0] == typed_nvim + "# shared notes"
+    assert lines[1] == "the line: |" + typed_emacs
+    # Peers' edits went in without a prompt.
+    state = emacs.state()
+    assert state is not None and state["prompts"] == [], state
+    assert "Proceed?" not in state["messages"]
+    # The guest's cursor reaches Emacs as overlays from $/collab/peers.
+    host.cursor_to(2, 3)
+    wait_until(lambda: (emacs.state() or {}).get("overlays", 0) > 0 or None, 15, "peer overlays")
+    assert "Traceback" not in emacs.log(), emacs.log()[-3000:]
+    assert "newer than edits" not in host.messages()
