@@ -54,7 +54,7 @@ async def _idle_rate(ed: Editor, seconds: float, settle_limit: float = 60.0) -> 
 
 async def _session_line(host: Editor, line: int) -> str | None:
     """Line ``line`` of the shared text as a fresh peer joining the session sees it."""
-    url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].strip()
+    url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].split()[0]
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     async with RelayLink(doc, url, origin="bench") as link:
         await link.wait_synced(60)

@@ -277,7 +277,7 @@ async def start_session(
     args = ["--share"] + (["--relay", relay_url] if relay_url else [])
     await host.start(*args)
     await wait_for(lambda: any("--join " in m for m in host.messages), 20, "the join URL")
-    url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].strip()
+    url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].split()[0]
     host.open(rel, text)
     editors = [host]
     for i in range(1, n):

@@ -7,6 +7,9 @@ line. Latency is from the typist's ``didChange`` written to the pipe to the
 ``workspace/applyEdit`` that brings that keystroke received at every other
 peer. The typist's characters come from an alphabet nobody else uses, so a
 receiver tells which keystrokes an edit carried by counting them in its buffer.
+
+Then the same between two real Neovims (:mod:`bench.nvim_latency`): a
+keystroke in one to the text in the other's buffer.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import nvim_latency
 from bench.common import summary_ms
 from bench.editor import Buffer, Editor, start_session, wait_for
 
@@ -115,4 +119,9 @@ async def run(quick: bool, log_dir: Path) -> dict[str, Any]:
     for n in counts:
         with tempfile.TemporaryDirectory(dir=log_dir) as d:
             rows.append(await run_peers(n, duration, Path(d)))
-    return {"rows": rows, "converged": all(r["converged"] for r in rows)}
+    nvim = await nvim_latency.run(20 if quick else 100, log_dir)
+    return {
+        "rows": rows,
+        "neovim": nvim,
+        "converged": all(r["converged"] for r in rows) and bool(nvim["converged"]),
+    }

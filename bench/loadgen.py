@@ -182,7 +182,9 @@ async def run_load(
         for r in range(rooms):
             for _ in range(clients_per_room):
                 ws = await connect(
-                    f"{url}/bench-{tag}-{r}?secret=s{r}", compression=None, max_size=None
+                    f"{url}/bench-{tag}-{r}?secret=bench-secret-{r:024d}",
+                    compression=None,
+                    max_size=None,
                 )
                 c = _Client(ws, len(clients))
                 clients.append(c)

@@ -30,7 +30,7 @@ async def _main(trace_name: str, limit: int, out: Path) -> None:
         host = Editor("host", base / "host", python_args=prof("host.txt"))
         await host.start("--share")
         await wait_for(lambda: any("--join " in m for m in host.messages), 20, "join URL")
-        url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].strip()
+        url = next(m for m in host.messages if "--join " in m).split("--join ", 1)[1].split()[0]
         host.open(REL, trace.start)
         guest = Editor("guest", base / "guest", python_args=prof("guest.txt"))
         await guest.start("--join", url)

@@ -3,7 +3,9 @@
 Rooms are stored in SQLite by default (``--store``, default
 ``$XDG_DATA_HOME/collab-relay/relay.sqlite3``, i.e.
 ``~/.local/share/collab-relay/relay.sqlite3``); ``--no-store`` keeps them in
-memory only.
+memory only. ``--redis redis://HOST:PORT/DB`` keeps them in Redis instead,
+shared with every other ``collab-relay`` on the same Redis (scale-out, see
+:mod:`relay.redis_store`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collab_ls import __version__
+from relay.redis_store import DEFAULT_PREFIX, RedisStore
 from relay.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -128,6 +131,19 @@ def _parser() -> argparse.ArgumentParser:
     store.add_argument(
         "--no-store", action="store_true", help="keep rooms in memory only (lost on exit)"
     )
+    store.add_argument(
+        "--redis",
+        metavar="URL",
+        help=(
+            "keep rooms in Redis (redis://HOST:PORT/DB), shared with every relay "
+            "on the same Redis: run several behind a load balancer"
+        ),
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default=DEFAULT_PREFIX,
+        help="prefix of the relay's Redis keys and channels (%(default)s)",
+    )
     parser.add_argument(
         "--store-sync",
         choices=("full", "normal"),
@@ -138,7 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         "--compact-every",
         type=int,
         default=DEFAULT_COMPACT_EVERY,
-        help="stored updates per room that trigger a compaction (%(default)s)",
+        help="stored updates (SQLite rows, Redis log entries) per room that trigger a "
+        "compaction (%(default)s)",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -205,8 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"collab-relay: cannot load the TLS certificate: {exc}", file=sys.stderr)
             return 1
-    store = None
-    if not args.no_store:
+    store: SqliteStore | RedisStore | None = None
+    if args.redis:
+        store = RedisStore(args.redis, prefix=args.redis_prefix, compact_every=args.compact_every)
+    elif not args.no_store:
         store = SqliteStore(
             args.store or default_store_path(),
             synchronous="FULL" if args.store_sync == "full" else "NORMAL",

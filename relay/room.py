@@ -69,10 +69,17 @@ class PeerHandle(Protocol):
         ...
 
 
+#: Seconds an awareness state relayed from another relay node is kept without
+#: renewal (Yjs clients renew theirs every 15 s and drop others' after 30 s).
+REMOTE_AWARENESS_TTL = 30.0
+
+
 @dataclass(slots=True)
 class _AwarenessRecord:
     entry: AwarenessEntry
+    # None: announced by a peer of another relay node (scale-out).
     owner: PeerHandle | None
+    seen: float = 0.0
 
 
 class Room:
@@ -101,6 +108,10 @@ class Room:
         #: Called with each change made to ``doc`` directly (by a host
         #: embedding the relay), not through a peer: the server stores it.
         self.on_direct_update: Callable[[bytes], None] | None = None
+        #: Called with each awareness message this node's peers caused (their
+        #: own, and the removals when they leave): a scaled-out relay
+        #: publishes it to the other nodes.
+        self.on_local_awareness: Callable[[bytes], None] | None = None
         #: ``time.monotonic()`` of the last join, leave or message.
         self.last_active = time.monotonic()
         self._access: dict[int, Access] = {}
@@ -159,7 +170,10 @@ class Room:
         Raises:
             ValueError: On an attempt to remove the read-write secret.
         """
-        digest = None if secret is None else secret_digest(secret)
+        return self.set_digest(access, None if secret is None else secret_digest(secret))
+
+    def set_digest(self, access: Access, digest: bytes | None) -> list[PeerHandle]:
+        """Like :meth:`set_secret`, given the new secret's digest (from a shared store)."""
         if access is Access.READ_WRITE:
             if digest is None:
                 raise ValueError("a room always has a read-write secret")
@@ -184,7 +198,13 @@ class Room:
     @property
     def awareness_states(self) -> dict[int, AwarenessEntry]:
         """The current awareness entries by client id (present clients only)."""
-        return {cid: rec.entry for cid, rec in self._awareness.items() if not rec.entry.removed}
+        now = time.monotonic()
+        return {
+            cid: rec.entry
+            for cid, rec in self._awareness.items()
+            if not rec.entry.removed
+            and (rec.owner is not None or now - rec.seen < REMOTE_AWARENESS_TTL)
+        }
 
     def text(self, files_key: str, path: str) -> str | None:
         """Read a file's text, for tests and diagnostics.
@@ -235,8 +255,10 @@ class Room:
                     gone.append(AwarenessEntry(cid, rec.entry.clock, "null"))
                 del self._awareness[cid]
         if gone:
-            payload = protocol.encode_awareness_update(gone)
-            self._broadcast(protocol.encode_awareness(payload), exclude=None)
+            message = protocol.encode_awareness(protocol.encode_awareness_update(gone))
+            self._broadcast(message, exclude=None)
+            if self.on_local_awareness is not None:
+                self.on_local_awareness(message)
 
     def handle(self, peer: PeerHandle, message: Message, raw: bytes) -> None:
         """Act on one parsed message from a peer.
@@ -264,6 +286,8 @@ class Room:
         elif isinstance(message, AwarenessMessage):
             self._remember_awareness(peer, message)
             self._broadcast(raw, exclude=peer)
+            if self.on_local_awareness is not None:
+                self.on_local_awareness(raw)
         elif isinstance(message, QueryAwareness):
             present = list(self.awareness_states.values())
             peer.send(protocol.encode_awareness(protocol.encode_awareness_update(present)))
@@ -323,6 +347,34 @@ class Room:
             raise UpdateRejectedError(f"update rejected: {exc}") from None
         finally:
             self._trying = False
+
+    def apply_remote(self, update: bytes) -> None:
+        """Apply an update another relay node accepted and stored, and send it to every peer.
+
+        Raises:
+            UpdateRejectedError: If pycrdt refused it (the room is unchanged).
+        """
+        self.last_active = time.monotonic()
+        if update == protocol.EMPTY_UPDATE:
+            return
+        self._try_update(update)
+        self.commit_update(None, update, protocol.encode_sync_update(update))
+
+    def apply_remote_awareness(self, message: AwarenessMessage, raw: bytes) -> None:
+        """Remember and forward an awareness message from another relay node's peers."""
+        self._remember_awareness(None, message)
+        self._broadcast(raw, exclude=None)
+
+    def local_awareness_message(self) -> bytes | None:
+        """The awareness message of the states this node's own peers announced, if any."""
+        mine = [
+            rec.entry
+            for rec in self._awareness.values()
+            if rec.owner is not None and not rec.entry.removed
+        ]
+        if not mine:
+            return None
+        return protocol.encode_awareness(protocol.encode_awareness_update(mine))
 
     def load(self, updates: list[bytes] | tuple[bytes, ...]) -> None:
         """Apply stored updates to a fresh room, before any peer joins.
@@ -401,7 +453,7 @@ class Room:
                 self.on_direct_update(event.update)
             self._broadcast(protocol.encode_sync_update(event.update), exclude=None)
 
-    def _remember_awareness(self, peer: PeerHandle, message: AwarenessMessage) -> None:
+    def _remember_awareness(self, peer: PeerHandle | None, message: AwarenessMessage) -> None:
         # The same rule as y-protocols' applyAwarenessUpdate: newer clocks win,
         # and a removal at the same clock wins over a present state.
         for entry in message.entries:
@@ -413,7 +465,7 @@ class Room:
                 )
                 if not newer:
                     continue
-            self._awareness[entry.client_id] = _AwarenessRecord(entry, peer)
+            self._awareness[entry.client_id] = _AwarenessRecord(entry, peer, time.monotonic())
 
     def _broadcast(self, data: bytes, *, exclude: PeerHandle | None) -> None:
         # A peer's send may make it leave (slow consumer): iterate over a copy

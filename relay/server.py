@@ -75,6 +75,7 @@ from relay.protocol import (
     SyncStep2,
     SyncUpdate,
 )
+from relay.redis_store import RedisStore
 from relay.room import ReadOnlyError, Room, UpdateRejectedError
 from relay.store import SqliteStore, StoreError
 
@@ -247,7 +248,7 @@ class Relay:
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
         rate_burst: int = DEFAULT_RATE_BURST,
-        store: SqliteStore | Path | str | None = None,
+        store: SqliteStore | RedisStore | Path | str | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
@@ -263,9 +264,10 @@ class Relay:
             rate_limit: Messages per second a connection may send, sustained
                 (4429 beyond); ``None`` for no limit.
             rate_burst: Messages a connection may send at once.
-            store: A SQLite store, or the path of one; the relay starts and
-                stops it unless it was started already. ``None`` keeps rooms
-                in memory only.
+            store: A SQLite store, or the path of one; or a
+                :class:`~relay.redis_store.RedisStore` shared with other relay
+                nodes (scale-out). The relay starts and stops it unless it was
+                started already. ``None`` keeps rooms in memory only.
             idle_timeout: Seconds after which a room without peers is evicted
                 from memory (only with a store, which reloads it on demand).
             ssl: A server TLS context: the relay then speaks ``wss://``.
@@ -288,8 +290,8 @@ class Relay:
         self._ssl = ssl
         # The relay stops a store it started (given as a path, or not started yet).
         self._owns_store = False
-        self._store: SqliteStore | None = None
-        if isinstance(store, SqliteStore):
+        self._store: SqliteStore | RedisStore | None = None
+        if isinstance(store, SqliteStore | RedisStore):
             self._store = store
         elif store is not None:
             self._store = SqliteStore(store)
@@ -310,6 +312,8 @@ class Relay:
         )
         if self._store is not None:
             self._store_callbacks(self._store)
+        if isinstance(self._store, RedisStore):
+            self._store.set_feed(_NodeFeed(self))
 
     @property
     def started(self) -> bool:
@@ -328,7 +332,7 @@ class Relay:
         return self._port
 
     @property
-    def store(self) -> SqliteStore | None:
+    def store(self) -> SqliteStore | RedisStore | None:
         """The store, if any."""
         return self._store
 
@@ -547,12 +551,17 @@ class Relay:
 
     # Rooms
 
-    def _add_room(self, room: Room) -> Room:
+    def _add_room(self, room: Room, position: str | None = None) -> Room:
         self._rooms[room.room_id] = room
         if self._store is not None:
             store = self._store
             room_id = room.room_id
             room.on_direct_update = lambda update: self._spawn(store.append(room_id, update))
+            if isinstance(store, RedisStore):
+                room.on_local_awareness = lambda raw: store.publish_awareness(room_id, raw)
+                # No await since the room was added: nothing written after
+                # ``position`` can be missed.
+                store.follow(room_id, position)
         return room
 
     def _persist_secrets(self, room: Room) -> None:
@@ -577,7 +586,7 @@ class Relay:
         await asyncio.shield(pending)
         return self._rooms.get(room_id)
 
-    async def _load_room(self, store: SqliteStore, room_id: str) -> Room | None:
+    async def _load_room(self, store: SqliteStore | RedisStore, room_id: str) -> Room | None:
         stored = await store.load_room(room_id)
         if stored is None or room_id in self._rooms:
             return self._rooms.get(room_id)
@@ -585,7 +594,7 @@ class Relay:
         room.load(stored.updates)
         self.metrics.rooms_loaded.inc()
         _log.info("room %s loaded from the store (%d rows)", room_id, len(stored.updates))
-        return self._add_room(room)
+        return self._add_room(room, stored.position)
 
     async def _sweep_idle_rooms(self) -> None:
         period = max(0.05, min(self._idle_timeout / 2, 30.0))
@@ -597,6 +606,8 @@ class Relay:
                     continue
                 if now - room.last_active >= self._idle_timeout:
                     del self._rooms[room_id]
+                    if isinstance(self._store, RedisStore):
+                        self._store.unfollow(room_id)
                     self.metrics.rooms_evicted.inc()
                     _log.info("room %s evicted from memory (idle)", room_id)
 
@@ -610,7 +621,7 @@ class Relay:
         if not task.cancelled() and task.exception() is not None:
             _log.error("background task failed: %s", task.exception())
 
-    def _store_callbacks(self, store: SqliteStore) -> None:
+    def _store_callbacks(self, store: SqliteStore | RedisStore) -> None:
         metrics = self.metrics
 
         def on_commit(seconds: float, count: int) -> None:
@@ -620,6 +631,29 @@ class Relay:
             metrics.compactions.inc()
 
         store.set_callbacks(on_commit=on_commit, on_compact=on_compact)
+
+    async def _save_new_room(self, store: SqliteStore | RedisStore, room: Room) -> None:
+        if not isinstance(store, RedisStore):
+            await store.save_room(room.room_id, room.rw_digest, room.ro_digest)
+            return
+        # Another node may have created the room meanwhile: its secrets win
+        # (the room's document is still synced from the shared log).
+        rw, ro = await store.create_room(room.room_id, room.rw_digest, room.ro_digest)
+        if (rw, ro) != (room.rw_digest, room.ro_digest):
+            _log.info("room %s was created on another node first", room.room_id)
+            self._secrets_changed(room, rw, ro)
+
+    def _secrets_changed(self, room: Room, rw: bytes, ro: bytes | None) -> None:
+        for access, digest, old in (
+            (Access.READ_WRITE, rw, room.rw_digest),
+            (Access.READ_ONLY, ro, room.ro_digest),
+        ):
+            if digest == old:
+                continue
+            for handle in room.set_digest(access, digest):
+                if isinstance(handle, _Peer):
+                    reason = f"the {access.value} link was revoked"
+                    handle.kick(CloseCode.FORBIDDEN, reason, "revoked")
 
     # Connections
 
@@ -674,7 +708,7 @@ class Relay:
             room = self._add_room(Room(room_id, secret, ro_secret))
             if self._store is not None:
                 try:
-                    await self._store.save_room(room.room_id, room.rw_digest, room.ro_digest)
+                    await self._save_new_room(self._store, room)
                 except StoreError as exc:
                     await self._refuse(ws, log, CloseCode.INTERNAL_ERROR, str(exc), "store_error")
                     return
@@ -807,6 +841,43 @@ class Relay:
             room.commit_update(peer, update, raw)
         finally:
             self._received_at = None
+
+
+class _NodeFeed:
+    """What the other relay nodes send through Redis, applied to this node's rooms."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def remote_update(self, room_id: str, update: bytes) -> None:
+        room = self._relay._rooms.get(room_id)
+        if room is None:
+            return
+        try:
+            room.apply_remote(update)
+        except UpdateRejectedError as exc:
+            _log.error("room %s: update from another node rejected: %s", room_id, exc)
+
+    def remote_awareness(self, room_id: str, message: bytes) -> None:
+        room = self._relay._rooms.get(room_id)
+        if room is None:
+            return
+        try:
+            parsed = protocol.parse_message(message)
+        except ProtocolError as exc:
+            _log.warning("room %s: bad awareness from another node: %s", room_id, exc)
+            return
+        if isinstance(parsed, AwarenessMessage):
+            room.apply_remote_awareness(parsed, message)
+
+    def local_awareness(self, room_id: str) -> bytes | None:
+        room = self._relay._rooms.get(room_id)
+        return None if room is None else room.local_awareness_message()
+
+    def secrets_changed(self, room_id: str, rw_digest: bytes, ro_digest: bytes | None) -> None:
+        room = self._relay._rooms.get(room_id)
+        if room is not None:
+            self._relay._secrets_changed(room, rw_digest, ro_digest)
 
 
 def _address(ws: ServerConnection) -> str:

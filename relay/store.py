@@ -62,12 +62,17 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoredRoom:
-    """A room as read back from the store."""
+    """A room as read back from the store.
+
+    ``position`` is where a shared store (:class:`relay.redis_store.RedisStore`)
+    stands in the room's log after these updates; ``None`` for SQLite.
+    """
 
     room_id: str
     rw_digest: bytes
     ro_digest: bytes | None
     updates: tuple[bytes, ...]
+    position: str | None = None
 
 
 @dataclass(slots=True)

@@ -16,8 +16,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-# Debian packages the end-to-end tests drive: Vim 9, Emacs 28 with eglot, tmux.
-DEBS=(vim emacs-nox elpa-eglot tmux)
+# Debian packages the tests drive: Vim 9, Emacs 28 with eglot, tmux, and a
+# Redis server for the relay's scale-out tests (each test starts its own).
+DEBS=(vim emacs-nox elpa-eglot tmux redis-server)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

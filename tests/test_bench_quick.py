@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("relay", "latency", "throughput", "docsize")
+SCENARIOS = ("relay", "latency", "throughput", "docsize", "memory")
 
 
 @pytest.mark.timeout(600)
