@@ -43,11 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--share", action="store_true", help="host a session for this folder")
-    mode.add_argument("--join", metavar="URL", help="join the session at URL (from the host)")
+    mode.add_argument(
+        "--join",
+        metavar="URL",
+        help="join the session at URL (from the host); several URLs of one relay cluster, "
+        "separated by commas, are tried in turn",
+    )
     p.add_argument(
         "--relay",
         metavar="URL",
-        help="with --share: use the relay at URL (ws://host:port) instead of an embedded one",
+        help="with --share: use the relay at URL (ws://host:port) instead of an embedded one; "
+        "several nodes of one Redis-backed relay, separated by commas, for fail-over",
     )
     p.add_argument(
         "--host",
@@ -86,10 +92,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {ns.port}")
     if ns.join:
-        from collab_ls.relay_link import parse_relay_url
+        from collab_ls.relay_link import parse_relay_urls
 
         try:
-            parse_relay_url(ns.join)
+            parse_relay_urls(ns.join)
         except ValueError as exc:
             parser.error(f"bad join URL: {exc}")
     return Options(

@@ -42,10 +42,10 @@ from collab_ls.protocol import (
     NOTIFY_STATUS,
 )
 from collab_ls.reconcile import Change, FullChange, OutgoingEdit, RangeChange
-from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_url
+from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_urls
 from collab_ls.session import NotInWorkspace, Session, relative_path
 from collab_ls.units import Encoding
-from relay.links import new_room_id, new_secret, session_links
+from relay.links import SessionLinks, new_room_id, new_secret, session_links
 
 log = logging.getLogger("collab_ls")
 
@@ -217,7 +217,15 @@ class CollabServer(LanguageServer):
             if self.is_host:
                 room, secret, ro_secret = new_room_id(), new_secret(), new_secret()
                 if opts.relay_url:
-                    links = session_links(opts.relay_url, room, secret, ro_secret)
+                    # Several relay nodes (a Redis-backed cluster): one link per node,
+                    # joined with commas, so everyone fails over to the next node.
+                    bases = [b.strip() for b in opts.relay_url.split(",") if b.strip()]
+                    per_node = [session_links(b, room, secret, ro_secret) for b in bases]
+                    links = SessionLinks(
+                        read_write=",".join(n.read_write for n in per_node),
+                        read_only=",".join(n.read_only or "" for n in per_node),
+                        host=",".join(n.host for n in per_node),
+                    )
                 else:
                     from relay.server import Relay
 
@@ -233,7 +241,7 @@ class CollabServer(LanguageServer):
                 self._subs.append(self.session.requests.observe(self._on_requests))
             else:
                 assert opts.join_url is not None
-                parse_relay_url(opts.join_url)
+                parse_relay_urls(opts.join_url)
                 self.url = link_url = opts.join_url
             self._subs.append(self.session.files.observe(self._on_files))
             link = RelayLink(
