@@ -113,7 +113,10 @@ async def run(samples: int, log_dir: Path) -> dict[str, Any]:
 
 async def run_once(samples: int, log_dir: Path) -> dict[str, Any]:
     """Run :func:`measure` in a subprocess (pynvim wants its own event loop)."""
-    with tempfile.TemporaryDirectory(dir=log_dir, prefix="nvim-") as d:
+    # Not under log_dir: inside this repository the Neovim config would take the
+    # repository's git root as the project root, and host and guest would share
+    # different relative paths.
+    with tempfile.TemporaryDirectory(prefix="collab-bench-nvim-") as d:
         work = Path(d)
         out = work / "result.json"
         argv = ["--samples", str(samples), "--work", str(work), "--out", str(out)]

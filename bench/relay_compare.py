@@ -74,5 +74,11 @@ async def run(quick: bool, log_dir: Path) -> dict[str, Any]:
             "max_deliveries_per_s": max(s["deliveries_per_s"] for s in steps),
             "peak_rss_mb": round(peak / 2**20, 1),
         }
-    out["converged"] = all(r["converged"] for row in out["loads"] for r in row["by_relay"].values())
+    # Our relay must deliver everything; a reference that drops updates under
+    # load (pycrdt-websocket at 2 x 20) is reported in its row, not a failed run.
+    out["converged"] = all(row["by_relay"]["collab-relay"]["converged"] for row in out["loads"])
+    out["references_converged"] = {
+        name: all(row["by_relay"][name]["converged"] for row in out["loads"])
+        for name in out["loads"][0]["by_relay"]
+    }
     return out
