@@ -197,6 +197,11 @@ class _Peer:
     def peer_id(self) -> str:
         return self._peer_id
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting in this peer's send queue (its writer is behind)."""
+        return self._queue.qsize()
+
     def send(self, data: bytes) -> None:
         if self.close_code is not None:
             return

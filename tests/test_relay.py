@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +35,7 @@ from relay.protocol import (
     SyncUpdate,
     parse_message,
 )
-from relay.server import Relay, RelayError
+from relay.server import Relay, RelayError, _Peer
 from tests.relay_helpers import append, files, new_room, text, wait_until
 
 REMOTE = "remote"
@@ -369,6 +371,125 @@ async def test_slow_consumer_is_disconnected_and_never_stalls_the_others() -> No
                 assert a.connected and b.connected
                 # Reading now, the slow peer finds the reason the relay gave.
                 assert await closed_with(slow) == (4408, "slow consumer: send queue full")
+
+
+#: Updates timed per phase of the latency comparison.
+LATENCY_SAMPLES = 300
+
+
+async def fanout_latencies(
+    sender: pycrdt.Doc[Any], receiver: pycrdt.Doc[Any], path: str, count: int
+) -> list[float]:
+    """Seconds from a keystroke on ``sender`` to its arrival on ``receiver``, one at a time."""
+    arrived: asyncio.Future[float] | None = None
+
+    def on_change(_: Any) -> None:
+        if arrived is not None and not arrived.done():
+            arrived.set_result(time.perf_counter())
+
+    samples = []
+    sub = receiver.observe(on_change)
+    try:
+        for i in range(count):
+            arrived = asyncio.get_running_loop().create_future()
+            start = time.perf_counter()
+            append(sender, path, f"{i % 10}")
+            async with asyncio.timeout(5):
+                samples.append(await arrived - start)
+    finally:
+        receiver.unobserve(sub)
+    return samples
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def describe(samples: list[float]) -> str:
+    return (
+        f"p50 {percentile(samples, 50) * 1000:.2f} ms, p99 {percentile(samples, 99) * 1000:.2f} ms"
+    )
+
+
+async def test_stalled_peer_is_dropped_rejoins_and_leaves_the_others_latency_unaffected() -> None:
+    """A peer that stops reading: the others' fan-out latency with it in the room.
+
+    The honest peers' end-to-end latency (a keystroke on A until it is applied
+    on B) is timed over LATENCY_SAMPLES keystrokes without, then with, a
+    stalled peer in the room: its TCP buffers are full, its writer blocked,
+    and its queue (max_queue) overflows during the second run, so it is
+    dropped (4408) while timed. The bound on the stalled run's p99 (3 times
+    the baseline's, plus 20 ms) is generous on purpose: loopback latencies are
+    a fraction of a millisecond, and a relay that waited on the stalled peer
+    would add its close timeout (5 s) or block outright. The stalled peer then
+    rejoins with what it had received and resyncs.
+    """
+    async with Relay(max_queue=64) as relay:
+        room, secret = new_room()
+        url = relay.url(room, secret)
+        doc_a, doc_b = pycrdt.Doc(), pycrdt.Doc()
+        async with link(doc_a, url) as a, link(doc_b, url) as b:
+            await a.wait_synced(5)
+            await b.wait_synced(5)
+            files(doc_a)["lat.txt"] = pycrdt.Text()
+            files(doc_a)["pad.txt"] = pycrdt.Text()
+            await wait_until(lambda: text(doc_b, "pad.txt") == "")
+            baseline = await fanout_latencies(doc_a, doc_b, "lat.txt", LATENCY_SAMPLES)
+
+            honest = set(relay.rooms[room].peers)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", relay.port))
+            async with connect(url, sock=sock, max_queue=1) as slow:
+                await wait_until(lambda: len(relay.rooms[room].peers) == 3)
+                (stalled,) = set(relay.rooms[room].peers) - honest
+                assert isinstance(stalled, _Peer)
+                # Fill its TCP buffers until the relay's writer for it stays
+                # blocked (a few messages queued: the kernel's send buffer,
+                # which grows while it fills, is full for good).
+                for _ in range(1000):
+                    append(doc_a, "pad.txt", secrets.token_hex(8192))
+                    await asyncio.sleep(0.005)
+                    if stalled.queued >= 8:
+                        break
+                assert stalled.queued >= 8 and stalled.close_code is None
+                await wait_until(lambda: text(doc_b, "pad.txt") == text(doc_a, "pad.txt"))
+                with_stalled = await fanout_latencies(doc_a, doc_b, "lat.txt", LATENCY_SAMPLES)
+                # Its queue overflowed while the keystrokes were timed.
+                assert stalled.close_code == 4408
+                assert len(relay.rooms[room].peers) == 2
+                print(
+                    f"fan-out latency A->B over {LATENCY_SAMPLES} keystrokes: "
+                    f"baseline {describe(baseline)}; with a stalled peer (dropped meanwhile) "
+                    f"{describe(with_stalled)}"
+                )
+                bound = percentile(baseline, 99) * 3 + 0.020
+                assert percentile(with_stalled, 99) < bound
+                assert a.connected and b.connected
+                # Reading now, the stalled peer gets what was queued for it,
+                # then the reason (unless the relay gave up on the closing
+                # handshake first: CLOSE_TIMEOUT).
+                doc_slow: pycrdt.Doc[Any] = pycrdt.Doc()
+                received = 0
+                try:
+                    async with asyncio.timeout(10):
+                        while True:
+                            message = parse_message(await slow.recv(decode=False))
+                            if isinstance(message, SyncStep2 | SyncUpdate):
+                                doc_slow.apply_update(message.update)
+                                received += 1
+                except ConnectionClosed as exc:
+                    assert exc.rcvd is None or exc.rcvd.code == 4408
+                assert received > 0
+            # Rejoining with what it had, the stalled peer resyncs.
+            async with link(doc_slow, url) as again:
+                await again.wait_synced(5)
+                await wait_until(lambda: len(relay.rooms[room].peers) == 3)
+                await wait_until(lambda: text(doc_slow, "lat.txt") == text(doc_a, "lat.txt"))
+                assert text(doc_slow, "pad.txt") == text(doc_a, "pad.txt")
+                assert len(text(doc_a, "lat.txt") or "") == 2 * LATENCY_SAMPLES
+        assert relay.metrics.rejected.value(reason="slow_consumer") == 1
 
 
 async def test_awareness_is_forwarded_remembered_and_removed(relay: Relay) -> None:
