@@ -25,6 +25,9 @@ LOCAL = "collab-ls:local"
 
 _LOCAL_HASH = hash(LOCAL)  # pycrdt keeps transaction origins as their hashes
 
+UNDO_CAPTURE_MS = 500
+"""Local edits closer together than this are undone and redone as one step."""
+
 ECHO_TIMEOUT = 1.0
 """Seconds to wait for the echo of an edit answered ``applied: true``."""
 
@@ -55,6 +58,7 @@ class DocBinding:
         self._doc: pycrdt.Doc[Any] | None = None
         self._text: pycrdt.Text | None = None
         self._sub: pycrdt.Subscription | None = None
+        self._undo: pycrdt.UndoManager | None = None
         self._unbound_ops: list[Op] = []
         self._pump_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -94,6 +98,12 @@ class DocBinding:
             )
             replaced = True
         self._unbound_ops = []
+        # Undo tracks only this editor's own transactions: a peer's edits are
+        # never undone here. Undo and redo run with the manager's own origin, so
+        # _on_text carries them to the editor like a peer's edit, and the
+        # manager does not record them as new local edits.
+        self._undo = pycrdt.UndoManager(scopes=[text], capture_timeout_millis=UNDO_CAPTURE_MS)
+        self._undo.include_origin(LOCAL)
         # The raw observer: pycrdt's wrapped one builds a TextEvent for every
         # transaction, the local ones included; this one reads the origin first.
         self._sub = text.integrated.observe(self._on_text)
@@ -106,6 +116,7 @@ class DocBinding:
             self._sub.drop()
         self._text = self._doc = None
         self._sub = None
+        self._undo = None
         if self._timer:
             self._timer.cancel()
 
@@ -140,6 +151,16 @@ class DocBinding:
             self._log.info("%s: no echo for edit %d; resending", self.key, edit_id)
             self._apply(self.sync.echo_timeout(edit_id))
             self.schedule_pump()
+
+    # ------------------------------------------------------------------ undo
+
+    def undo(self) -> bool:
+        """Undo this editor's last own edit (never a peer's); False if there is none."""
+        return self._undo is not None and self._undo.undo()
+
+    def redo(self) -> bool:
+        """Redo what :meth:`undo` undid last; False if there is nothing to redo."""
+        return self._undo is not None and self._undo.redo()
 
     # ------------------------------------------------------------- CRDT side
 

@@ -43,8 +43,8 @@ class PresenceClient(Protocol):
     def notify(self, method: str, params: Any) -> None:
         """Send a notification to the editor."""
 
-    def show_document(self, uri: str, cursor: Pos) -> None:
-        """``window/showDocument`` with the cursor selected and focus taken."""
+    def show_document(self, uri: str, cursor: Pos | None, *, take_focus: bool = True) -> None:
+        """``window/showDocument``, the cursor (if any) selected."""
 
     def refresh_inlay_hints(self) -> None:
         """``workspace/inlayHint/refresh``, if the editor supports it."""
@@ -119,6 +119,9 @@ class Presence:
         self._following: int | None = None
         self._follow_last: tuple[str, Pos] | None = None
         self._chat_live = False
+        self.open_with_peers = False
+        """Open the shared files peers open (``collab.openWithPeers``)."""
+        self._peer_docs: dict[int, str | None] = {}
         self._sub: str | None = None
         self._chat_sub: pycrdt.Subscription | None = None
 
@@ -248,6 +251,7 @@ class Presence:
                 self._client.notify(NOTIFY_PEERS, {"peers": payload})
                 self._client.refresh_inlay_hints()
             self._follow(views)
+            self._open_peers_documents(views)
         except Exception:
             self._log.exception("presence update failed")
 
@@ -341,6 +345,26 @@ class Presence:
         if where != self._follow_last:
             self._follow_last = where
             self._client.show_document(view.uri, cursor)
+
+    # ------------------------------------------------------ open with peers
+
+    def _open_peers_documents(self, views: list[PeerView]) -> None:
+        """Open, in the background, a shared file a peer moved to that is not open here."""
+        # A document the session does not hold yet counts once it does.
+        seen = {v.peer.client_id: v.peer.document if v.uri else None for v in views}
+        opened = {b.key for b in self._bindings.values()}
+        for view in views:
+            key = view.peer.document
+            if (
+                self.open_with_peers
+                and key is not None
+                and key != self._peer_docs.get(view.peer.client_id)
+                and key not in opened
+                and view.uri is not None
+            ):
+                opened.add(key)
+                self._client.show_document(view.uri, None, take_focus=False)
+        self._peer_docs = seen
 
     # ------------------------------------------------------------------- chat
 

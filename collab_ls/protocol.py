@@ -24,6 +24,17 @@ Commands (``workspace/executeCommand``):
     Stop following. Returns ``{"following": null}``.
 ``collab.chat`` (argument: the message)
     Send a chat message to everyone in the session. Returns ``{"sent": true}``.
+``collab.undo`` / ``collab.redo`` (optional argument: a document URI)
+    Undo (redo) this peer's own last edit in that document, by default the
+    one edited last; a peer's edits are never undone. The change reaches this
+    editor as a ``workspace/applyEdit`` and every peer like any edit. Local
+    edits less than 0.5 s apart are one step. Returns ``{"done": bool,
+    "document": str|null}`` (``done`` is false when there is nothing to undo).
+``collab.openWithPeers`` (argument: true or false; none: toggle)
+    When on, a shared file a peer opens (its awareness ``document`` changes to
+    a file not open here) is opened in this editor too, in the background:
+    ``window/showDocument`` with ``takeFocus: false``. Also the
+    ``openWithPeers`` initialization option. Returns ``{"openWithPeers": bool}``.
 
 Notifications from the server:
 
@@ -41,7 +52,17 @@ Notifications from the server:
     "self": bool}`` for every chat message (this peer's own too, with
     ``self: true``). Others' messages also come as ``window/showMessage``.
 
+``$/collab/register``
+    ``{"register": str, "contents": [str], "regtype": str, "name": str}``: a
+    peer yanked into a register (Vim register name, lines, ``getregtype()``
+    value such as ``v``, ``V`` or ``<C-V>5``); ``name`` is who yanked.
+
 Notifications to the server:
+
+``$/collab/register``
+    ``{"register": str, "contents": [str], "regtype": str}``: this editor
+    yanked (sent by the Neovim config on ``TextYankPost``); collab-ls writes it
+    into the session's ``registers`` map for every peer.
 
 ``$/collab/cursor``
     ``{"uri": str, "ranges": [Range]}``: this editor's cursor and selections;
@@ -60,9 +81,23 @@ CMD_PEERS: Final = "collab.peers"
 CMD_FOLLOW: Final = "collab.follow"
 CMD_UNFOLLOW: Final = "collab.unfollow"
 CMD_CHAT: Final = "collab.chat"
-COMMANDS: Final = (CMD_SHARE_URL, CMD_STATUS, CMD_PEERS, CMD_FOLLOW, CMD_UNFOLLOW, CMD_CHAT)
+CMD_UNDO: Final = "collab.undo"
+CMD_REDO: Final = "collab.redo"
+CMD_OPEN_WITH_PEERS: Final = "collab.openWithPeers"
+COMMANDS: Final = (
+    CMD_SHARE_URL,
+    CMD_STATUS,
+    CMD_PEERS,
+    CMD_FOLLOW,
+    CMD_UNFOLLOW,
+    CMD_CHAT,
+    CMD_UNDO,
+    CMD_REDO,
+    CMD_OPEN_WITH_PEERS,
+)
 
 NOTIFY_STATUS: Final = "$/collab/status"
 NOTIFY_PEERS: Final = "$/collab/peers"
 NOTIFY_CHAT: Final = "$/collab/chat"
 NOTIFY_CURSOR: Final = "$/collab/cursor"
+NOTIFY_REGISTER: Final = "$/collab/register"

@@ -30,18 +30,23 @@ from collab_ls.binding import DocBinding
 from collab_ls.disk import DiskMirror, file_path, read_text
 from collab_ls.options import Options
 from collab_ls.presence import Pos
-from collab_ls.presence_shell import FollowError, Presence
+from collab_ls.presence_shell import FollowError, Presence, _plain
 from collab_ls.protocol import (
     CMD_CHAT,
     CMD_FOLLOW,
+    CMD_OPEN_WITH_PEERS,
     CMD_PEERS,
+    CMD_REDO,
     CMD_SHARE_URL,
     CMD_STATUS,
+    CMD_UNDO,
     CMD_UNFOLLOW,
     NOTIFY_CURSOR,
+    NOTIFY_REGISTER,
     NOTIFY_STATUS,
 )
 from collab_ls.reconcile import Change, FullChange, OutgoingEdit, RangeChange
+from collab_ls.registers import SharedRegisters
 from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_urls
 from collab_ls.session import NotInWorkspace, Session, relative_path
 from collab_ls.units import Encoding
@@ -112,6 +117,11 @@ class CollabProtocol(LanguageServerProtocol):
             except Exception:
                 log.exception("failed to handle a didChange")
             return
+        if type(message) is JsonRPCNotification and message.method == NOTIFY_REGISTER:
+            registers = self._server.registers
+            if registers is not None and not self._server.read_only:
+                registers.yanked(_plain(message.params))
+            return
         if type(message) is JsonRPCNotification and message.method == NOTIFY_CURSOR:
             presence = self._server.presence
             if presence is not None:
@@ -172,7 +182,10 @@ class CollabServer(LanguageServer):
         self._subs: list[pycrdt.Subscription] = []
         self._started = False
         self.presence: Presence | None = None
+        self.registers: SharedRegisters | None = None
         self.inlay_refresh = False
+        self.open_with_peers = False
+        self.last_edited: str | None = None
 
     @property
     def is_host(self) -> bool:
@@ -197,6 +210,7 @@ class CollabServer(LanguageServer):
         workspace_caps = params.capabilities.workspace
         inlay_caps = workspace_caps.inlay_hint if workspace_caps else None
         self.inlay_refresh = bool(inlay_caps and inlay_caps.refresh_support)
+        self.open_with_peers = isinstance(init, dict) and init.get("openWithPeers") is True
         encoding = self.workspace.position_encoding
         self.encoding = Encoding.parse(getattr(encoding, "value", encoding))
         log.info(
@@ -275,6 +289,7 @@ class CollabServer(LanguageServer):
             )
 
     def _start_presence(self, link: RelayLink) -> None:
+        presence_client = _PresenceClient(self)
         presence = Presence(
             name=self.options.name,
             doc=self.doc,
@@ -283,11 +298,18 @@ class CollabServer(LanguageServer):
             encoding=self.encoding,
             root=self.root,
             bindings=self.bindings,
-            client=_PresenceClient(self),
+            client=presence_client,
             logger=log,
         )
+        presence.open_with_peers = self.open_with_peers
         presence.start()
         self._stack.callback(presence.stop)  # before the link stops
+        registers = SharedRegisters(
+            self.session, name=self.options.name, notify=presence_client.notify, logger=log
+        )
+        registers.start()
+        self._stack.callback(registers.stop)
+        self.registers = registers
         for binding in self.bindings.values():
             binding.on_remote = presence.text_moved
         self.presence = presence
@@ -392,6 +414,7 @@ class CollabServer(LanguageServer):
             binding.invalid_input(version)
             return
         errors = binding.did_change(version, changes)
+        self.last_edited = uri
         if self.presence is not None:
             self.presence.edited(binding, changes)
         for error in errors:
@@ -515,6 +538,21 @@ class CollabServer(LanguageServer):
             if path and isinstance(path[0], str) and path[0] not in open_keys:
                 mirror.touch(path[0])
 
+    def undo(self, uri: str | None, *, redo: bool) -> dict[str, Any]:
+        """``collab.undo`` / ``collab.redo``: this peer's own edits in ``uri`` only.
+
+        Without ``uri``: the document edited last.
+        """
+        if self.read_only:
+            raise ValueError("read-only session: nothing of yours to undo")
+        binding = self.bindings.get(uri or self.last_edited or "")
+        if binding is None:
+            if uri is not None:
+                raise ValueError(f"{uri} is not a shared document open in this editor")
+            return {"done": False, "document": None}
+        done = binding.redo() if redo else binding.undo()
+        return {"done": done, "document": binding.key}
+
     def status(self) -> dict[str, Any]:
         return {
             "role": "host" if self.is_host else "guest",
@@ -536,11 +574,12 @@ class _PresenceClient:
         with contextlib.suppress(Exception):  # the client may be gone already
             self._server.protocol.notify(method, params)
 
-    def show_document(self, uri: str, cursor: Pos) -> None:
-        position = types.Position(line=cursor[0], character=cursor[1])
-        params = types.ShowDocumentParams(
-            uri=uri, take_focus=True, selection=types.Range(start=position, end=position)
-        )
+    def show_document(self, uri: str, cursor: Pos | None, *, take_focus: bool = True) -> None:
+        selection = None
+        if cursor is not None:
+            position = types.Position(line=cursor[0], character=cursor[1])
+            selection = types.Range(start=position, end=position)
+        params = types.ShowDocumentParams(uri=uri, take_focus=take_focus, selection=selection)
         self._server._spawn(self._show_document(params))
 
     async def _show_document(self, params: types.ShowDocumentParams) -> None:
@@ -575,6 +614,12 @@ def _argument(args: tuple[Any, ...], what: str) -> str:
     if not args or not isinstance(args[0], str) or not args[0]:
         raise ValueError(f"{what} is required")
     return args[0]
+
+
+def _optional_argument(args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and isinstance(args[0], list):
+        args = tuple(args[0])
+    return args[0] if args and isinstance(args[0], str) and args[0] else None
 
 
 class _PipeReader:
@@ -704,6 +749,24 @@ def _register_presence(server: CollabServer) -> None:
     @server.command(CMD_UNFOLLOW)
     def unfollow(ls: CollabServer, *args: Any) -> dict[str, Any]:
         return ls.presence.unfollow() if ls.presence else {"following": None}
+
+    @server.command(CMD_UNDO)
+    def undo(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        return ls.undo(_optional_argument(args), redo=False)
+
+    @server.command(CMD_REDO)
+    def redo(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        return ls.undo(_optional_argument(args), redo=True)
+
+    @server.command(CMD_OPEN_WITH_PEERS)
+    def open_with_peers(ls: CollabServer, *args: Any) -> dict[str, Any]:
+        if len(args) == 1 and isinstance(args[0], list):
+            args = tuple(args[0])
+        on = not ls.open_with_peers if not args else args[0] is True or args[0] == "true"
+        ls.open_with_peers = on
+        if ls.presence is not None:
+            ls.presence.open_with_peers = on
+        return {"openWithPeers": on}
 
     @server.command(CMD_CHAT)
     def chat(ls: CollabServer, *args: Any) -> dict[str, Any]:

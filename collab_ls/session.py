@@ -20,6 +20,12 @@ standard y-websocket protocol. Its layout, so any Yjs client can take part:
     messages sent in a row, or sent while a peer was reconnecting, would be
     lost, and a late joiner could not read what was said. It grows with the
     session (a few hundred bytes a message).
+``registers``: ``Y.Map``
+    Shared Vim registers. Key: the register name (``"``, ``0``, ``a``...).
+    Value: ``{"contents": [lines], "regtype": "v"|"V"|"<C-V>N",
+    "client": doc client id, "name": str}``, the last yank into that
+    register by any peer (written by collab-ls from the Neovim config's
+    ``$/collab/register``). Last writer wins; other editors may ignore it.
 
 Presence (who is here, their cursors) is *not* in the document: it is the
 standard Yjs awareness state of each peer, see :mod:`collab_ls.presence`.
@@ -46,6 +52,7 @@ import pycrdt
 FILES = "files"
 REQUESTS = "requests"
 CHAT = "chat"
+REGISTERS = "registers"
 
 
 class NotInWorkspace(ValueError):
@@ -60,6 +67,7 @@ class Session:
         self.files: pycrdt.Map[pycrdt.Text] = doc.get(FILES, type=pycrdt.Map)
         self.requests: pycrdt.Map[str] = doc.get(REQUESTS, type=pycrdt.Map)
         self.chat: pycrdt.Array[Any] = doc.get(CHAT, type=pycrdt.Array)
+        self.registers: pycrdt.Map[Any] = doc.get(REGISTERS, type=pycrdt.Map)
 
     def text(self, path: str) -> pycrdt.Text | None:
         """The shared text of ``path``, if the session holds it."""

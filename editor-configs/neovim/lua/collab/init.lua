@@ -12,6 +12,11 @@
 --- `:CollabJoin {url}`, `:CollabStatus`, `:CollabStop`, `:CollabPeers`,
 --- `:CollabFollow {name}`, `:CollabUnfollow`, `:CollabChat {text}`.
 ---
+--- In shared buffers `u` and `<C-r>` run collab.undo / collab.redo (your own
+--- edits only; `map_undo = false` keeps Vim's undo); yanks are shared with the
+--- other Neovims (`$/collab/register`; `share_registers = false` to stop);
+--- `open_with_peers = true` opens the shared files peers open.
+---
 --- Presence: the cursor and selection of this Neovim go to collab-ls as
 --- `$/collab/cursor` (on CursorMoved, CursorMovedI, ModeChanged, BufEnter;
 --- at most one per `cursor_interval` ms); the peers come back as
@@ -41,7 +46,18 @@ local NAME = 'collab-ls'
 --- @field name string? your name in the session (`--name`); default: OS user
 --- @field debounce integer `flags.debounce_text_changes` in ms (0: send at once)
 --- @field cursor_interval integer ms between two cursor reports to collab-ls
-M.config = { cmd = { 'collab-ls' }, name = nil, debounce = 0, cursor_interval = 50 }
+--- @field open_with_peers boolean open (in the background) the shared files peers open
+--- @field share_registers boolean share yanks with the other Neovims of the session
+--- @field map_undo boolean map `u` / `<C-r>` to collab.undo / collab.redo in shared buffers
+M.config = {
+  cmd = { 'collab-ls' },
+  name = nil,
+  debounce = 0,
+  cursor_interval = 50,
+  open_with_peers = false,
+  share_registers = true,
+  map_undo = true,
+}
 
 local ns = vim.api.nvim_create_namespace('collab_peers')
 
@@ -56,6 +72,7 @@ local state = {
   chat = {}, --- @type table[] chat messages received (`$/collab/chat`)
   cursor_pending = false,
   marked = {}, --- @type table<integer, true> buffers with peer extmarks
+  mapped = {}, --- @type table<integer, true> buffers with the undo/redo maps
 }
 
 --- @param opts collab.Config?
@@ -393,6 +410,85 @@ local function cursor_moved()
   end
 end
 
+-- ------------------------------------------------- undo, registers (issue 3)
+
+--- `u` / `<C-r>` in a shared buffer: undo / redo this peer's own edits only
+--- (`collab.undo` / `collab.redo`); the change comes back as an applyEdit.
+--- @param redo boolean?
+function M.undo(redo)
+  local client = M.client()
+  local bufnr = vim.api.nvim_get_current_buf()
+  if not client or not vim.lsp.buf_is_attached(bufnr, client.id) then
+    vim.cmd.normal({ args = { redo and '\18' or 'u' }, bang = true })
+    return
+  end
+  flush(client, bufnr) -- the edit to undo must have reached collab-ls
+  local command = redo and 'collab.redo' or 'collab.undo'
+  execute(client, command, function(err, result)
+    if err then
+      notify('collab: ' .. (err.message or command .. ' failed'), vim.log.levels.WARN)
+    elseif type(result) == 'table' and result.done == false then
+      notify(redo and 'collab: nothing of yours to redo' or 'collab: nothing of yours to undo')
+    end
+  end, { vim.uri_from_bufnr(bufnr) })
+end
+
+local function map_undo(bufnr)
+  if not M.config.map_undo or state.mapped[bufnr] then
+    return
+  end
+  state.mapped[bufnr] = true
+  local opts = { buffer = bufnr, desc = 'collab-ls: undo your own edits only' }
+  vim.keymap.set('n', 'u', function()
+    for _ = 1, vim.v.count1 do
+      M.undo(false)
+    end
+  end, opts)
+  opts.desc = 'collab-ls: redo your own edits'
+  vim.keymap.set('n', '<C-r>', function()
+    for _ = 1, vim.v.count1 do
+      M.undo(true)
+    end
+  end, opts)
+end
+
+local function unmap_undo()
+  for bufnr in pairs(state.mapped) do
+    if vim.api.nvim_buf_is_valid(bufnr) then
+      pcall(vim.keymap.del, 'n', 'u', { buffer = bufnr })
+      pcall(vim.keymap.del, 'n', '<C-r>', { buffer = bufnr })
+    end
+  end
+  state.mapped = {}
+end
+
+--- TextYankPost: send a yank to collab-ls as `$/collab/register`.
+local function yanked()
+  local ev = vim.v.event
+  local client = M.client()
+  if not client or not client.initialized or ev.operator ~= 'y' then
+    return
+  end
+  local reg = ev.regname == '' and '"' or ev.regname:lower()
+  if reg == '+' or reg == '*' or reg == '_' then
+    return -- the clipboard stays on this machine
+  end
+  vim.schedule(function() -- the register is complete after the yank (`"A` appends)
+    client:notify('$/collab/register', {
+      register = reg,
+      contents = vim.fn.getreg(reg, 1, true),
+      regtype = vim.fn.getregtype(reg),
+    })
+  end)
+end
+
+--- `$/collab/register` from collab-ls: a peer yanked; set the same register here.
+local function on_register(_, params)
+  if M.config.share_registers and params and type(params.register) == 'string' then
+    pcall(vim.fn.setreg, params.register, params.contents or {}, params.regtype or 'v')
+  end
+end
+
 --- `:CollabPeers`: who is here.
 function M.show_peers()
   local list, err = M.execute_sync('collab.peers')
@@ -555,13 +651,14 @@ local function start(args, role)
     flags = { debounce_text_changes = M.config.debounce },
     -- Our applyEdit handler answers honestly (applied = false when stale), so
     -- collab-ls may trust `applied = true`.
-    init_options = { honestApplyEdit = true },
+    init_options = { honestApplyEdit = true, openWithPeers = M.config.open_with_peers },
     handlers = {
       ['workspace/applyEdit'] = M.apply_edit,
       ['window/showMessage'] = on_show_message,
       ['$/collab/status'] = on_status,
       ['$/collab/peers'] = on_peers,
       ['$/collab/chat'] = on_chat,
+      ['$/collab/register'] = on_register,
     },
     on_exit = function(code, signal, id)
       vim.schedule(function()
@@ -592,6 +689,17 @@ local function start(args, role)
     group = state.augroup,
     callback = cursor_moved,
   })
+  vim.api.nvim_create_autocmd('LspAttach', {
+    group = state.augroup,
+    callback = function(ev)
+      if ev.data and ev.data.client_id == state.client_id then
+        map_undo(ev.buf)
+      end
+    end,
+  })
+  if M.config.share_registers then
+    vim.api.nvim_create_autocmd('TextYankPost', { group = state.augroup, callback = yanked })
+  end
   for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
     attach(bufnr)
   end
@@ -658,6 +766,7 @@ function M.reset()
     pcall(vim.api.nvim_del_augroup_by_id, state.augroup)
   end
   M.render_peers({})
+  unmap_undo()
   state.peers, state.chat = {}, {}
   state.client_id, state.root, state.role, state.url, state.augroup = nil, nil, nil, nil, nil
   vim.g.collab_url = nil
