@@ -42,6 +42,10 @@ if [ -f tests/interop/package-lock.json ]; then
   fi
   npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 fi
+if [ -f editor-configs/vscode/package-lock.json ]; then
+  # The VS Code extension: compiled and unit-tested by tests/test_vscode_extension.py.
+  npm ci --prefix editor-configs/vscode --no-audit --no-fund --loglevel=error >/dev/null
+fi
 if [ -f bench/node/package-lock.json ]; then
   npm ci --prefix bench/node --no-audit --no-fund --loglevel=error >/dev/null
 fi

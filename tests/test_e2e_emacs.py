@@ -108,11 +108,24 @@ class Emacs:
         return state["text"] if state else None
 
     def mx(self, command: str, argument: str | None = None) -> None:
+        """``M-x command`` (and its argument), each typed once its prompt is on screen.
+
+        Keys sent before Emacs shows the prompt land in the buffer instead
+        (seen on a loaded machine), so every step waits for its prompt.
+        """
+
+        def prompt(text: str) -> bool | None:
+            # The screen's last row is the echo area / minibuffer (the mode line is above).
+            rows = self.tmux.screen().rstrip("\n").split("\n")
+            return True if rows and text in rows[-1] else None
+
         self.tmux.keys("C-g")
         self.tmux.keys("M-x")
+        wait_until(lambda: prompt("M-x"), 15, f"{self.name}: the M-x prompt")
         self.tmux.literal(command)
         self.tmux.keys("Enter")
         if argument is not None:
+            wait_until(lambda: prompt(":"), 15, f"{self.name}: the {command} prompt")
             self.tmux.literal(argument)
             self.tmux.keys("Enter")
 

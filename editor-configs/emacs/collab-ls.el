@@ -153,7 +153,7 @@
         (list :success :json-false)
       (pop-to-buffer-same-window (collab-ls--buffer-for-path path))
       (when selection
-        (goto-char (eglot--lsp-position-to-point (plist-get selection :start))))
+        (goto-char (collab-ls--position-to-point (plist-get selection :start))))
       (list :success t))))
 
 (cl-defmethod eglot-handle-notification
@@ -190,6 +190,27 @@
   (mapc #'delete-overlay collab-ls--overlays)
   (setq collab-ls--overlays nil))
 
+;; Not `eglot--lsp-position-to-point': in eglot 1.9 it loops forever on a
+;; column inside a surrogate pair (its bisection steps +1, -1, +1...), and a
+;; peer's position, computed by collab-ls before our unsent typing, can land
+;; there (an emoji typed here a moment ago).  This walks the line instead:
+;; utf-16 code units, as eglot 1.9 counts them; a column inside a character
+;; lands after it, one past the line's end at its end.
+(defun collab-ls--position-to-point (pos)
+  "Point for the LSP position POS (utf-16 columns) in the current buffer."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (goto-char (point-min))
+      (let ((line (plist-get pos :line))
+            (col (plist-get pos :character))
+            (units 0))
+        (when (and (wholenump line) (zerop (forward-line line)) (wholenump col))
+          (while (and (< units col) (not (eolp)))
+            (setq units (+ units (if (> (char-after) #xFFFF) 2 1)))
+            (forward-char 1)))
+        (point)))))
+
 (defun collab-ls--draw-peers (peers)
   "Overlays for PEERS: {name, colour, uri, ranges: [{start, end}]}."
   (collab-ls--clear-overlays)
@@ -205,8 +226,8 @@
           (widen)
           (cl-loop
            for range across (or (plist-get peer :ranges) [])
-           do (let* ((a (eglot--lsp-position-to-point (plist-get range :start)))
-                     (b (eglot--lsp-position-to-point (plist-get range :end)))
+           do (let* ((a (collab-ls--position-to-point (plist-get range :start)))
+                     (b (collab-ls--position-to-point (plist-get range :end)))
                      (beg (min a b))
                      (end (max a b))
                      (cursor (= beg end))

@@ -5,6 +5,7 @@ end
 vim.g.loaded_collab = true
 
 local command = vim.api.nvim_create_user_command
+command('CollabHealth', function() vim.cmd('checkhealth collab') end, { nargs = 0, desc = 'collab-ls: :checkhealth collab (collab-ls on PATH, version, session)' })
 
 command('CollabShare', function(o)
   require('collab').share(o.args)
