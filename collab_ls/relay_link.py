@@ -49,8 +49,7 @@ import ssl
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pycrdt
@@ -69,6 +68,7 @@ from relay.protocol import (
     SyncStep2,
     SyncUpdate,
 )
+from relay.service import Service
 from relay.tls import client_ssl_context
 
 __all__ = [
@@ -229,7 +229,7 @@ class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[relay {self.extra['relay']}] {msg}", kwargs
 
 
-class RelayLink:
+class RelayLink(Service):
     """Keeps a pycrdt document in sync with a relay room, as an async context manager.
 
     Example::
@@ -406,18 +406,6 @@ class RelayLink:
             self.awareness.unobserve(self._awareness_sub)
             self._awareness_sub = None
         self._set_status(LinkStatus.CLOSED, "stopped")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_synced(self, timeout: float) -> None:  # noqa: ASYNC109 (API: bounded by design)
         """Wait until the link is connected and synced with the relay.

@@ -46,13 +46,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import Any, Protocol, cast
 
 import pycrdt
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from relay.service import Service
 from relay.store import DEFAULT_COMPACT_EVERY, StoredRoom, StoreError
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore", "RoomFeed", "stream_id_key"]
@@ -119,7 +119,7 @@ class _Append:
     future: asyncio.Future[None]
 
 
-class RedisStore:
+class RedisStore(Service):
     """Rooms in Redis, shared with every relay node on the same Redis; an async context manager.
 
     It has the methods of :class:`~relay.store.SqliteStore` that the relay
@@ -258,18 +258,6 @@ class RedisStore:
         if self._reader_redis is not None:
             with contextlib.suppress(Exception):
                 await self._reader_redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # Rooms and secrets
 

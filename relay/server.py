@@ -45,8 +45,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Coroutine, MutableMapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -77,6 +76,7 @@ from relay.protocol import (
 )
 from relay.redis_store import RedisStore
 from relay.room import ReadOnlyError, Room, UpdateRejectedError
+from relay.service import Service
 from relay.store import SqliteStore, StoreError
 
 __all__ = [
@@ -232,7 +232,7 @@ class _Peer:
                 metrics.fanout_latency.observe(time.perf_counter() - received)
 
 
-class Relay:
+class Relay(Service):
     """A y-websocket relay server, as an async context manager.
 
     Example::
@@ -541,18 +541,6 @@ class Relay:
         if self._store is not None and self._owns_store:
             await self._store.stop()
         _log.info("relay on port %s stopped", self._port)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # Rooms
 

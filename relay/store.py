@@ -29,10 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self, TypeVar, TypeVarTuple
+from typing import Literal, TypeVar, TypeVarTuple
 
 import pycrdt
+
+from relay.service import Service
 
 __all__ = ["DEFAULT_COMPACT_EVERY", "SqliteStore", "StoreError", "StoredRoom"]
 
@@ -82,7 +83,7 @@ class _Append:
     future: asyncio.Future[None] = field(repr=False)
 
 
-class SqliteStore:
+class SqliteStore(Service):
     """A SQLite store, as an async context manager; every method is a coroutine.
 
     Example::
@@ -166,18 +167,6 @@ class SqliteStore:
         await self._call(self._close)
         self._executor.shutdown()
         self._executor = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def load_room(self, room_id: str) -> StoredRoom | None:
         """Read a room's secrets and updates, ``None`` if the store has no such room."""
