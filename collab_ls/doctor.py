@@ -314,7 +314,7 @@ async def _check_relay(
                     data = await ws.recv()
                     if isinstance(data, str):
                         return Check(name, False, "the server sent text: not a collab relay")
-                    message = protocol.parse_message(data)
+                    message = protocol.parse_message(data, from_relay=True)
                     if isinstance(message, AwarenessMessage):
                         for entry in message.entries:
                             (peers.discard if entry.removed else peers.add)(entry.client_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ class Options:
     ca_file: Path | None = None
     log_file: Path | None = None
     log_level: str = "INFO"
+    server_command: tuple[str, ...] = ()
+    workspace: Path | None = None
+    allow_guest_commands: bool = False
+    request_timeout: float = 10.0
 
 
 def _default_name() -> str:
@@ -35,6 +40,7 @@ def _default_name() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="collab-ls",
+        usage="collab-ls (--share [-- LANGUAGE-SERVER ARGS...] | --join URL) [options]",
         description=(
             "A language server for real-time collaborative editing. Start it from your "
             "editor as a language server: the host with --share, guests with --join URL. "
@@ -72,6 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="trust this CA (PEM) for wss:// relays, besides the system's certificates",
     )
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        metavar="DIR",
+        help="with --join, for guests with no checkout: mirror the host's project into DIR "
+        "(contents fetched from the host)",
+    )
+    p.add_argument(
+        "--allow-guest-commands",
+        action="store_true",
+        help="with --share -- CMD: let guests run the language server's "
+        "workspace/executeCommand commands on this machine (refused by default)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --join: seconds a language request to the host may take (default 10)",
+    )
     p.add_argument("--log-file", type=Path, help="write logs to this file instead of stderr")
     p.add_argument(
         "--log-level",
@@ -86,7 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> Options:
     """Parse ``argv``; exits with a clear message on bad options."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` is the host's language server command.
+    command: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, command = args[:cut], args[cut + 1 :]
+    ns = parser.parse_args(args)
+    if command and not ns.share:
+        parser.error("a language server command (after --) goes with --share")
+    if ns.workspace and not ns.join:
+        parser.error("--workspace goes with --join (the host shares its own folder)")
+    if ns.request_timeout <= 0:
+        parser.error("--request-timeout must be positive")
     if ns.relay and not ns.share:
         parser.error("--relay goes with --share (guests take the relay from the join URL)")
     if not 0 <= ns.port <= 65535:
@@ -108,4 +146,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         ca_file=ns.ca_file,
         log_file=ns.log_file,
         log_level=ns.log_level,
+        server_command=tuple(command),
+        workspace=ns.workspace,
+        allow_guest_commands=ns.allow_guest_commands,
+        request_timeout=ns.request_timeout,
     )

@@ -32,7 +32,20 @@ with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
 * ``wss://`` URLs verify the relay's certificate and host name, against the
   system's CAs or ``ca_file``.
 * Awareness (presence) is a ``pycrdt.Awareness`` for the doc: local changes
-  are sent, remote ones applied, remote states dropped on disconnect.
+  are sent, remote ones applied, remote states dropped on disconnect. The
+  local state is queued right after SyncStep1 on every connection, before
+  anything else the link sends, so the relay knows the link's client id
+  (:attr:`RelayLink.client_id`) before its first RPC message. On a
+  reconnection it goes with a newer clock: the relay, which may not have
+  noticed yet that the old connection is dead, then owns the state by the new
+  one and removes nothing when it drops the old one.
+* RPC messages (:mod:`relay.protocol`, type 100): :meth:`RelayLink.send_rpc`
+  sends opaque bytes to one peer (by its awareness client id) or to every
+  other peer; each one received is handed to ``on_rpc(from_id, read_only,
+  payload)``, where the relay stamped ``from_id`` and ``read_only``.
+* Pings: every ``ping_interval`` seconds; a relay that does not answer within
+  ``ping_timeout`` seconds (its machine or the network gone) is dropped at
+  once and the link reconnects, instead of waiting for TCP to give up.
 
 Nothing here writes to stdout: it runs inside a language server whose stdout
 is the LSP channel.
@@ -57,6 +70,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from relay import protocol
+from relay.keepalive import (
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    check_ping_settings,
+    ping_until_silent,
+)
 from relay.links import ACCESS_HINT_PARAM, SECRET_PARAM
 from relay.protocol import (
     AuthDenied,
@@ -64,6 +83,7 @@ from relay.protocol import (
     CloseCode,
     ProtocolError,
     QueryAwareness,
+    RpcDelivery,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -79,6 +99,7 @@ __all__ = [
     "RelayRefusedError",
     "RelayUrl",
     "RelayUrlError",
+    "RpcHandler",
     "SyncTimeoutError",
     "client_ssl_context",
     "parse_relay_url",
@@ -86,6 +107,9 @@ __all__ = [
 ]
 
 _OPEN_TIMEOUT = 10.0
+
+#: Called as ``on_rpc(from_id, read_only, payload)`` for each RPC message received.
+RpcHandler = Callable[[int, bool, bytes], None]
 
 
 class LinkStatus(enum.Enum):
@@ -251,6 +275,9 @@ class RelayLink(Service):
         backoff_max: float = 5.0,
         read_only: bool | None = None,
         ca_file: Path | None = None,
+        on_rpc: RpcHandler | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
     ) -> None:
         """Configure a link; nothing connects until :meth:`start`.
 
@@ -272,11 +299,22 @@ class RelayLink(Service):
                 tried in turn after ``url`` when a connection fails or drops.
             ca_file: For ``wss://``: a PEM file of CA certificates to trust
                 instead of the system's (certificates are always verified).
+            on_rpc: Called as ``on_rpc(from_id, read_only, payload)`` with each
+                RPC message received: the sender's awareness client id (0 if
+                it announced none) and whether it is on a read-only link, both
+                stamped by the relay, and the payload. Runs in the event loop
+                and must not block; exceptions are logged and ignored. Also
+                settable later as the ``on_rpc`` attribute.
+            ping_interval: Seconds between pings of the relay; ``None`` sends none.
+            ping_timeout: Seconds the relay's pong may take before the
+                connection is dropped and the link reconnects.
 
         Raises:
             RelayUrlError: If a URL is malformed or they name different rooms.
+            ValueError: If a ping setting is not positive.
             OSError, ssl.SSLError: If ``ca_file`` cannot be read.
         """
+        check_ping_settings(ping_interval, ping_timeout)
         self._urls = parse_relay_urls(url, fallback_urls)
         self._index = 0
         self._url = self._urls[0]
@@ -294,6 +332,10 @@ class RelayLink(Service):
         self._backoff_initial = backoff_initial
         self._backoff_max = max(backoff_max, backoff_initial)
         self.awareness = pycrdt.Awareness(doc)
+        #: Called with each RPC message received (see the constructor).
+        self.on_rpc: RpcHandler | None = on_rpc
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self._status = LinkStatus.CLOSED
         self._reason = "not started"
         self._changed = asyncio.Event()
@@ -303,6 +345,8 @@ class RelayLink(Service):
         self._stopped = False
         self._out: asyncio.Queue[bytes] | None = None
         self._answered = False
+        # Connections opened so far.
+        self._sessions = 0
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._doc_sub: pycrdt.Subscription | None = None
@@ -322,6 +366,38 @@ class RelayLink(Service):
     def read_only(self) -> bool:
         """Whether local changes are kept local (a read-only link)."""
         return self._read_only
+
+    @property
+    def client_id(self) -> int:
+        """The awareness client id this link announces (the doc's client id).
+
+        The relay stamps it as ``from`` on this link's RPC messages, and
+        other peers address RPC messages to this link with it.
+        """
+        return self.awareness.client_id
+
+    def send_rpc(self, to: int, payload: bytes) -> bool:
+        """Queue an RPC message on the open connection to the relay; never raises.
+
+        Args:
+            to: The recipient's awareness client id, or 0 for every other peer
+                in the room.
+            payload: Opaque bytes.
+
+        Returns:
+            Whether it was queued: False when no connection is open (nothing
+            is kept for later) or ``to`` is not an unsigned 64-bit integer.
+        """
+        out = self._out
+        if out is None:
+            return False
+        try:
+            message = protocol.encode_rpc(to, payload)
+        except (TypeError, ValueError) as exc:
+            self._log.warning("not sending an RPC message: %s", exc)
+            return False
+        out.put_nowait(message)
+        return True
 
     def set_url(self, url: str) -> None:
         """Use another URL from the next connection on (after a secret was rotated).
@@ -454,6 +530,9 @@ class RelayLink(Service):
                     ssl=self._ssl if self._url.scheme == "wss" else None,
                     max_size=None,
                     open_timeout=_OPEN_TIMEOUT,
+                    # The link pings by itself (_watch_pings), to drop a
+                    # silent relay at once instead of after a closing handshake.
+                    ping_interval=None,
                     logger=self._log.logger.getChild("websockets"),
                 ) as ws:
                     reason = await self._session(ws)
@@ -483,11 +562,21 @@ class RelayLink(Service):
     async def _session(self, ws: ClientConnection) -> str:
         out: asyncio.Queue[bytes] = asyncio.Queue()
         out.put_nowait(protocol.encode_sync_step1(self._doc.get_state()))
-        if self.awareness.get_local_state() is not None:
+        local = self.awareness.get_local_state()
+        if local is not None:
+            if self._sessions and self.awareness.meta[self.client_id]["clock"] > 0:
+                # Reconnected: announce a newer clock than the old connection
+                # did. The relay may not have noticed yet that the old one is
+                # dead; it then makes this connection the state's owner, and
+                # dropping the old one later removes nothing for the others.
+                self.awareness.set_local_state(local)
             out.put_nowait(self._local_awareness_message())
+        self._sessions += 1
         self._ws, self._out = ws, out
         self._answered = False
         sender = asyncio.create_task(self._send_loop(ws, out), name="relay-link-sender")
+        silent = asyncio.Event()
+        pinger = asyncio.create_task(self._watch_pings(ws, silent), name="relay-link-pings")
         try:
             async for data in ws:
                 if not self._on_message(data, out):
@@ -498,13 +587,18 @@ class RelayLink(Service):
         finally:
             self._ws = self._out = None
             sender.cancel()
+            pinger.cancel()
             try:
                 await sender
             except (asyncio.CancelledError, ConnectionClosed):
                 pass
             except Exception:
                 self._log.exception("sending to the relay failed")
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await pinger
             self._drop_remote_awareness()
+        if silent.is_set():
+            return f"the relay did not answer a ping within {self._ping_timeout:g} s"
         code, why = ws.close_code, ws.close_reason
         if code in (CloseCode.FORBIDDEN, CloseCode.READ_ONLY) and self._refused is None:
             self._refused = why or f"relay refused the connection ({code})"
@@ -516,6 +610,15 @@ class RelayLink(Service):
         while True:
             await ws.send(await out.get())
 
+    async def _watch_pings(self, ws: ClientConnection, silent: asyncio.Event) -> None:
+        if self._ping_interval is None:
+            return
+        await ping_until_silent(ws, self._ping_interval, self._ping_timeout)
+        silent.set()
+        self._log.warning("no pong within %g s: dropping the connection", self._ping_timeout)
+        # A closing handshake would wait for a relay that no longer answers.
+        ws.transport.abort()
+
     # Incoming
 
     def _on_message(self, data: str | bytes, out: asyncio.Queue[bytes]) -> bool:
@@ -524,7 +627,7 @@ class RelayLink(Service):
             self._log.warning("skipping a text message from the relay (%d chars)", len(data))
             return True
         try:
-            message = protocol.parse_message(data)
+            message = protocol.parse_message(data, from_relay=True)
         except ProtocolError as exc:
             self._log.warning("skipping a malformed message from the relay: %s", exc)
             return True
@@ -550,10 +653,21 @@ class RelayLink(Service):
             ids = list(self.awareness.states)
             payload = self.awareness.encode_awareness_update(ids)
             out.put_nowait(protocol.encode_awareness(payload))
+        elif isinstance(message, RpcDelivery):
+            self._on_rpc_message(message)
         elif isinstance(message, AuthDenied):
             self._refused = message.reason or "permission denied"
             return False
         return True
+
+    def _on_rpc_message(self, message: RpcDelivery) -> None:
+        handler = self.on_rpc
+        if handler is None:
+            return
+        try:
+            handler(message.sender, message.read_only, message.payload)
+        except Exception:
+            self._log.exception("on_rpc callback failed (RPC message from %d)", message.sender)
 
     def _apply_remote(self, update: bytes) -> None:
         if update == protocol.EMPTY_UPDATE:

@@ -28,6 +28,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 from collab_ls import __version__
 from collab_ls.binding import DocBinding
 from collab_ls.disk import DiskMirror, file_path, read_text
+from collab_ls.language_shell import LanguageShell, RawMessage, workspace_root
 from collab_ls.options import Options
 from collab_ls.presence import Pos
 from collab_ls.presence_shell import FollowError, Presence, _plain
@@ -50,6 +51,7 @@ from collab_ls.registers import SharedRegisters
 from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_urls
 from collab_ls.session import NotInWorkspace, Session, relative_path
 from collab_ls.units import Encoding
+from collab_ls.workspace_edit import SERVER_EDIT
 from relay.links import SessionLinks, new_room_id, new_secret, session_links
 
 log = logging.getLogger("collab_ls")
@@ -57,6 +59,8 @@ log = logging.getLogger("collab_ls")
 REMOTE = "collab-ls:relay"
 """Origin of the transactions that apply peers' updates from the relay."""
 _REMOTE_HASH = hash(REMOTE)
+_TO_DISK = frozenset({_REMOTE_HASH, hash(SERVER_EDIT)})
+"""Origins of changes the host writes to disk when no host editor has the file open."""
 
 
 HONEST_CLIENTS = frozenset({"Visual Studio Code", "Visual Studio Code - Insiders", "Emacs"})
@@ -104,7 +108,12 @@ class CollabProtocol(LanguageServerProtocol):
 
     _server: CollabServer
 
+    _raw_initialize: dict[str, Any] | None = None
+
     def handle_message(self, message: Any) -> None:
+        if type(message) is RawMessage:
+            self._server.language.handle(message)
+            return
         # Keystrokes skip pygls's generic dispatch (runtime Protocol checks, a
         # context copy and a future per notification): they are most messages.
         if (
@@ -135,11 +144,39 @@ class CollabProtocol(LanguageServerProtocol):
         return super().get_message_type(method)
 
     def structure_message(self, data: dict[str, Any]) -> Any:
-        if data.get("method") == types.TEXT_DOCUMENT_DID_CHANGE and "id" not in data:
+        method = data.get("method")
+        if method == types.TEXT_DOCUMENT_DID_CHANGE and "id" not in data:
             return JsonRPCNotification(
                 method=data["method"], jsonrpc=data.get("jsonrpc", ""), params=data.get("params")
             )
+        if method == types.INITIALIZE and isinstance(data.get("params"), dict):
+            self._raw_initialize = data["params"]
+        if self._server.language.wants(data):
+            return RawMessage(data)
         return super().structure_message(data)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Any:
+        """pygls's initialize, after starting the host's real server; capabilities merged."""
+        shell = self._server.language
+        raw = self._raw_initialize or {}
+        shell.note_client(raw)
+        if self._server.is_host and self._server.options.server_command:
+            encoding = yield shell.start_host_server, (raw,), None
+            if encoding is not None:
+                # The editor, collab-ls and the real server count positions alike.
+                kinds = [types.PositionEncodingKind(encoding.value)]
+                general = params.capabilities.general
+                if general is None:
+                    params.capabilities.general = types.GeneralClientCapabilities(
+                        position_encodings=kinds
+                    )
+                else:
+                    general.position_encodings = kinds
+        result = yield from super().lsp_initialize(params)
+        data: dict[str, Any] = self._converter.unstructure(result)
+        data["capabilities"] = shell.merge_capabilities(dict(data.get("capabilities") or {}))
+        return data
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
     def lsp_text_document__did_change(self, params: Any) -> None:
@@ -186,6 +223,7 @@ class CollabServer(LanguageServer):
         self.inlay_refresh = False
         self.open_with_peers = False
         self.last_edited: str | None = None
+        self.language = LanguageShell(self)
 
     @property
     def is_host(self) -> bool:
@@ -193,11 +231,52 @@ class CollabServer(LanguageServer):
 
     # --------------------------------------------------------------- lifecycle
 
+    @staticmethod
+    def root_from(params: dict[str, Any]) -> Path:
+        """The workspace root an editor's raw ``initialize`` params name (else the cwd)."""
+        folders = params.get("workspaceFolders")
+        root_uri = params.get("rootUri")
+        if isinstance(folders, list) and folders and isinstance(folders[0], dict):
+            root_uri = folders[0].get("uri") or root_uri
+        if isinstance(root_uri, str) and root_uri:
+            return Path(unquote(urlparse(root_uri).path))
+        root_path = params.get("rootPath")
+        return Path(root_path) if isinstance(root_path, str) and root_path else Path.cwd()
+
+    def peer_hints(self, params: Any) -> list[dict[str, Any]]:
+        """Peers' cursors as raw inlay hints for ``textDocument/inlayHint`` params."""
+        if self.presence is None or not isinstance(params, dict):
+            return []
+        try:
+            uri = params["textDocument"]["uri"]
+            start, end = params["range"]["start"], params["range"]["end"]
+            hints = self.presence.inlay_hints(
+                uri, (start["line"], start["character"]), (end["line"], end["character"])
+            )
+        except (KeyError, TypeError):
+            return []
+        return [
+            {
+                "position": {"line": pos[0], "character": pos[1]},
+                "label": name,
+                "tooltip": f"{name}'s cursor (collab-ls)",
+                "paddingLeft": True,
+                "paddingRight": True,
+            }
+            for pos, name, _colour in hints
+        ]
+
+    def is_open(self, key: str) -> bool:
+        """Whether this editor has the shared file ``key`` open."""
+        return any(b.key == key for b in self.bindings.values())
+
     def on_initialize(self, params: types.InitializeParams) -> None:
         root_uri = params.root_uri
         if params.workspace_folders:
             root_uri = params.workspace_folders[0].uri
-        if root_uri:
+        if self.options.workspace is not None and not self.is_host:
+            self.root = workspace_root(self.options.workspace)
+        elif root_uri:
             self.root = Path(unquote(urlparse(root_uri).path))
         elif params.root_path:
             self.root = Path(params.root_path)
@@ -269,6 +348,7 @@ class CollabServer(LanguageServer):
             self.read_only = link.read_only
             await self._stack.enter_async_context(link)
             self._start_presence(link)
+            await self.language.session_started(link)
         except Exception as exc:
             msg = f"collab-ls could not start the session: {exc}"
             log.exception("%s", msg)
@@ -316,6 +396,7 @@ class CollabServer(LanguageServer):
 
     async def stop_session(self) -> None:
         """Flush files to disk and stop the link and the relay."""
+        await self.language.stop()
         if self._mirror:
             self._mirror.flush()
         for b in self.bindings.values():
@@ -530,7 +611,7 @@ class CollabServer(LanguageServer):
         ``events`` are pycrdt's raw events: ``transaction.origin()`` is a hash.
         """
         mirror = self._mirror
-        if mirror is None or not events or events[0].transaction.origin() != _REMOTE_HASH:
+        if mirror is None or not events or events[0].transaction.origin() not in _TO_DISK:
             return
         open_keys = {b.key for b in self.bindings.values()}
         for event in events:

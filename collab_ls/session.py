@@ -27,6 +27,19 @@ standard y-websocket protocol. Its layout, so any Yjs client can take part:
     register by any peer (written by collab-ls from the Neovim config's
     ``$/collab/register``). Last writer wins; other editors may ignore it.
 
+``host``: ``Y.Map``
+    Written by the host only, when it runs a language server for everyone
+    (``collab-ls --share -- pylsp``): ``client`` (the host's awareness client
+    id, where guests send requests), ``root`` (the host's root URI),
+    ``encoding`` (the server's position encoding), ``capabilities`` (the
+    server's, raw), ``server`` (its command line) and ``state``
+    (``running``, ``restarting`` or ``failed``).
+``tree``: ``Y.Map``
+    Written by the host only: the shared folder's file tree for guests who
+    have no checkout (``--workspace DIR``). Key: relative path; value: the
+    file's metadata (:class:`collab_ls.workspace_tree.FileMeta` as JSON).
+    Contents are fetched from the host on demand, never stored here.
+
 Presence (who is here, their cursors) is *not* in the document: it is the
 standard Yjs awareness state of each peer, see :mod:`collab_ls.presence`.
 
@@ -53,6 +66,8 @@ FILES = "files"
 REQUESTS = "requests"
 CHAT = "chat"
 REGISTERS = "registers"
+HOST = "host"
+TREE = "tree"
 
 
 class NotInWorkspace(ValueError):
@@ -68,6 +83,12 @@ class Session:
         self.requests: pycrdt.Map[str] = doc.get(REQUESTS, type=pycrdt.Map)
         self.chat: pycrdt.Array[Any] = doc.get(CHAT, type=pycrdt.Array)
         self.registers: pycrdt.Map[Any] = doc.get(REGISTERS, type=pycrdt.Map)
+        self.host: pycrdt.Map[Any] = doc.get(HOST, type=pycrdt.Map)
+        self.tree: pycrdt.Map[Any] = doc.get(TREE, type=pycrdt.Map)
+
+    def host_info(self) -> dict[str, Any]:
+        """The host's language server, as the host published it (empty: none)."""
+        return {k: _plain(v) for k, v in self.host.items()}
 
     def text(self, path: str) -> pycrdt.Text | None:
         """The shared text of ``path``, if the session holds it."""
@@ -127,3 +148,14 @@ def relative_path(uri: str, root: Path) -> str:
 def path_uri(root: Path, key: str) -> str:
     """The ``file://`` URI of session key ``key`` under ``root``."""
     return (root / Path(*PurePosixPath(key).parts)).absolute().as_uri()
+
+
+def _plain(value: Any) -> Any:
+    """A Yjs value as plain JSON (maps and arrays written as dicts and lists come back so)."""
+    if isinstance(value, pycrdt.Map):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, pycrdt.Array):
+        return [_plain(v) for v in value]
+    if isinstance(value, pycrdt.Text):
+        return str(value)
+    return value

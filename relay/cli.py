@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collab_ls import __version__
+from relay.keepalive import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
 from relay.redis_store import DEFAULT_PREFIX, RedisStore
 from relay.server import (
     DEFAULT_IDLE_TIMEOUT,
@@ -163,6 +164,19 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_IDLE_TIMEOUT,
         help="seconds before a room without peers is evicted from memory (%(default)s)",
     )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=DEFAULT_PING_INTERVAL,
+        help="seconds between pings of each connection, 0 for none (%(default)s)",
+    )
+    parser.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=DEFAULT_PING_TIMEOUT,
+        help="seconds a pong may take before its connection is dropped as dead and its "
+        "peer's presence removed (%(default)s)",
+    )
     parser.add_argument("--cert", type=Path, help="TLS certificate chain (PEM): serve wss://")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM), with --cert")
     parser.add_argument(
@@ -212,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.rate_limit < 0 or args.compact_every < 2 or args.idle_timeout <= 0:
         parser.error("--rate-limit must be >= 0, --compact-every >= 2, --idle-timeout > 0")
+    if args.ping_interval < 0 or args.ping_timeout <= 0:
+        parser.error("--ping-interval must be >= 0 and --ping-timeout > 0")
     if args.key and not args.cert:
         parser.error("--key needs --cert")
     _configure_logging(args.log_file, args.log_level, args.log_format)
@@ -243,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         store=store,
         idle_timeout=args.idle_timeout,
         ssl=context,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout,
     )
     try:
         asyncio.run(_run(relay))

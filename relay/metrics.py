@@ -164,6 +164,12 @@ class RelayMetrics:
         self.rooms_loaded = Counter(f"{p}_rooms_loaded", "Rooms loaded from the store.")
         self.rooms_evicted = Counter(f"{p}_rooms_evicted", "Idle rooms evicted from memory.")
         self.compactions = Counter(f"{p}_compactions", "Store compactions of a room's updates.")
+        self.rpc_messages = Counter(
+            f"{p}_rpc_messages",
+            "RPC messages routed, by route: direct (to a peer of this node), broadcast, "
+            "other_node (to a peer of another node), no_target (no peer holds the client id), "
+            "from_node (received from another node and delivered here).",
+        )
         self._all: tuple[Metric, ...] = (
             self.rooms,
             self.connections,
@@ -178,6 +184,7 @@ class RelayMetrics:
             self.rooms_loaded,
             self.rooms_evicted,
             self.compactions,
+            self.rpc_messages,
         )
 
     def render(self) -> str:

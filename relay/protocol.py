@@ -12,11 +12,27 @@ Every websocket message is one binary frame holding one message::
                                        varString(JSON state, "null" when the client left))
     AUTH (2)      = varUint(0 = permission denied) varString(reason)
     QUERY_AWARENESS (3) = nothing
+    RPC (100), client to relay = varUint(to) varUint8Array(payload)
+    RPC (100), relay to client = varUint(from) varUint(flags) varUint8Array(payload)
 
 ``varUint`` is the unsigned LEB128 integer of lib0, ``varUint8Array`` a varUint
 length followed by that many bytes and ``varString`` a varUint8Array of UTF-8.
-This is what Yjs' ``y-websocket`` provider and server speak, so standard Yjs
-clients interoperate with the relay.
+Types 0 to 3 are what Yjs' ``y-websocket`` provider and server speak, so
+standard Yjs clients interoperate with the relay.
+
+RPC (100) is collab-ls' own: a request/response channel beside the document
+(the host's language server answering guests). The payload is opaque to the
+relay (collab-ls puts JSON in it). A client addresses ``to``: 0 for every
+other peer in the room, otherwise the peer whose connection announced the
+awareness client id ``to`` (the most recent announcer when several did). The
+relay delivers it with ``from`` stamped by itself, never read from the
+client: the awareness client id the sender's connection announced most
+recently and has not removed since, 0 if none. So ``from`` is as good as
+awareness itself: any holder of the room's secret can announce any client id.
+``flags`` is a bit set (:class:`RpcFlags`); bit 0 says the sender joined
+with the read-only secret. Unknown flag bits are kept, for later versions.
+The two directions share the type byte, so a reader must know which way a
+message travels: :func:`parse_message` takes ``from_relay``.
 
 :func:`parse_message` is strict where pycrdt's own ``Decoder`` is lenient (it
 reads past the end, silently truncates, and ignores trailing bytes): every
@@ -32,7 +48,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Any
 
 import pycrdt
@@ -48,6 +64,9 @@ __all__ = [
     "MessageType",
     "ProtocolError",
     "QueryAwareness",
+    "RpcDelivery",
+    "RpcFlags",
+    "RpcSend",
     "SyncMessageType",
     "SyncStep1",
     "SyncStep2",
@@ -57,6 +76,8 @@ __all__ = [
     "encode_awareness",
     "encode_awareness_update",
     "encode_query_awareness",
+    "encode_rpc",
+    "encode_rpc_delivery",
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_sync_update",
@@ -83,6 +104,15 @@ class MessageType(IntEnum):
     AWARENESS = 1
     AUTH = 2
     QUERY_AWARENESS = 3
+    RPC = 100
+
+
+class RpcFlags(IntFlag):
+    """The flags the relay stamps on a delivered RPC message."""
+
+    NONE = 0
+    #: The sender joined the room with the read-only secret.
+    READ_ONLY = 1
 
 
 class CloseCode(IntEnum):
@@ -91,7 +121,8 @@ class CloseCode(IntEnum):
     4400 malformed message; 4403 wrong, missing or revoked secret, or removed
     by the host; 4405 a change sent on a read-only link; 4408 slow consumer;
     4429 rate limit; 4503 room or relay full; 1009 message too big; 1011 the
-    relay's store failed. Clients should not retry 4403 and 4405.
+    relay's store failed, or a keepalive ping went unanswered. Clients should
+    not retry 4403 and 4405.
     """
 
     NORMAL = 1000
@@ -176,7 +207,50 @@ class QueryAwareness:
     """A request for the full current awareness."""
 
 
-Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | AuthDenied | QueryAwareness
+@dataclass(frozen=True, slots=True)
+class RpcSend:
+    """An RPC message as a client sends it to the relay.
+
+    Attributes:
+        to: The awareness client id of the recipient, 0 for every other peer.
+        payload: Opaque bytes.
+    """
+
+    to: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RpcDelivery:
+    """An RPC message as the relay delivers it.
+
+    Attributes:
+        sender: The sender's awareness client id, stamped by the relay (the
+            ``from`` field); 0 when its connection announced none.
+        flags: What the relay says about the sender.
+        payload: Opaque bytes, as sent.
+    """
+
+    sender: int
+    flags: RpcFlags
+    payload: bytes
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the sender is on a read-only link."""
+        return RpcFlags.READ_ONLY in self.flags
+
+
+Message = (
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | AwarenessMessage
+    | AuthDenied
+    | QueryAwareness
+    | RpcSend
+    | RpcDelivery
+)
 
 
 class _Reader:
@@ -238,11 +312,13 @@ class _Reader:
             raise ProtocolError(f"bad {self._what}: {extra} trailing bytes after the message")
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, *, from_relay: bool = False) -> Message:
     """Parse one y-websocket message, checking it completely.
 
     Args:
         data: The bytes of one binary websocket frame.
+        from_relay: Whether the relay sent it (an RPC message is then a
+            :class:`RpcDelivery`, otherwise a :class:`RpcSend`).
 
     Returns:
         The typed message. Sync payloads are checked: state vectors are well
@@ -284,6 +360,13 @@ def parse_message(data: bytes) -> Message:
         message = AuthDenied(reader.var_string("reason"))
     elif kind == MessageType.QUERY_AWARENESS:
         message = QueryAwareness()
+    elif kind == MessageType.RPC and from_relay:
+        sender = reader.var_uint("rpc sender")
+        flags = RpcFlags(reader.var_uint("rpc flags"))
+        message = RpcDelivery(sender, flags, reader.var_bytes("rpc payload"))
+    elif kind == MessageType.RPC:
+        to = reader.var_uint("rpc recipient")
+        message = RpcSend(to, reader.var_bytes("rpc payload"))
     else:
         raise ProtocolError(f"unknown message type {kind}")
     reader.end()
@@ -458,6 +541,51 @@ def encode_query_awareness() -> bytes:
     return pycrdt.write_var_uint(MessageType.QUERY_AWARENESS)
 
 
+def encode_rpc(to: int, payload: bytes) -> bytes:
+    """Build an RPC message for a client to send to the relay.
+
+    Args:
+        to: The recipient's awareness client id, 0 for every other peer.
+        payload: Opaque bytes.
+
+    Returns:
+        The message.
+
+    Raises:
+        ValueError: If ``to`` is not a varUint (0 to 2**64 - 1).
+    """
+    _check_var_uint("to", to)
+    return (
+        pycrdt.write_var_uint(MessageType.RPC)
+        + pycrdt.write_var_uint(to)
+        + pycrdt.write_message(bytes(payload))
+    )
+
+
+def encode_rpc_delivery(sender: int, flags: RpcFlags | int, payload: bytes) -> bytes:
+    """Build an RPC message as the relay delivers it.
+
+    Args:
+        sender: The sender's awareness client id (the ``from`` field), 0 if none.
+        flags: What the relay says about the sender (:class:`RpcFlags`).
+        payload: Opaque bytes, as sent.
+
+    Returns:
+        The message.
+
+    Raises:
+        ValueError: If ``sender`` or ``flags`` is not a varUint.
+    """
+    _check_var_uint("sender", sender)
+    _check_var_uint("flags", int(flags))
+    return (
+        pycrdt.write_var_uint(MessageType.RPC)
+        + pycrdt.write_var_uint(sender)
+        + pycrdt.write_var_uint(int(flags))
+        + pycrdt.write_message(bytes(payload))
+    )
+
+
 def close_reason(text: str) -> str:
     """Shorten a text to fit in a websocket close frame.
 
@@ -479,3 +607,8 @@ def _sync_message(sub: SyncMessageType, payload: bytes) -> bytes:
         + pycrdt.write_var_uint(sub)
         + pycrdt.write_message(payload)
     )
+
+
+def _check_var_uint(name: str, value: int) -> None:
+    if not 0 <= value <= MAX_VAR_UINT:
+        raise ValueError(f"{name} must be between 0 and 2**64 - 1, not {value}")

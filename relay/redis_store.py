@@ -8,7 +8,8 @@ one Redis Cluster slot)::
                                  then that of the read-only secret if any (32 bytes)
     <prefix>:{<room>}:log        stream of updates: fields n (node id), u (the update)
     <prefix>:{<room>}:snapshot   hash: data (merged update), upto (last log id merged in)
-    <prefix>:{<room>}:events     pub/sub channel: awareness, awareness queries, secret changes
+    <prefix>:{<room>}:events     pub/sub channel: awareness, awareness queries, secret
+                                 changes, RPC messages
     <prefix>:node:<id>:wake      stream (one entry) that wakes this node's reader
 
 Durability: an update is appended to the room's log (``XADD``) before the node
@@ -34,7 +35,16 @@ which holds everything trimmed.
 
 Awareness goes through pub/sub only (it is ephemeral): a node publishes what
 its own peers announce, and when it starts following a room it asks the
-other nodes to republish their peers' states.
+other nodes to republish their peers' states. RPC messages (see
+:mod:`relay.routing`) go the same way, fire and forget: a node publishes the
+message as its peers will receive it (``from`` and ``flags`` stamped by the
+sender's node) with the awareness client id it is addressed to.
+
+Pub/sub messages on a room's channel are one kind byte and the sending
+node's id, then: ``A`` an awareness message (y-websocket framing); ``Q``
+nothing (republish your awareness); ``S`` nothing (reload the secrets);
+``R`` the recipient's client id (8 bytes, big-endian; 0 for everyone) and
+the RPC message.
 """
 
 from __future__ import annotations
@@ -71,6 +81,8 @@ _DIGEST_BYTES = 32
 _AWARENESS = b"A"
 _QUERY = b"Q"
 _SECRETS = b"S"
+_RPC = b"R"
+_RPC_TO_BYTES = 8
 
 _log = logging.getLogger(__name__)
 
@@ -88,6 +100,10 @@ class RoomFeed(Protocol):
 
     def local_awareness(self, room_id: str) -> bytes | None:
         """The awareness message of this node's own peers in the room, if any."""
+        ...
+
+    def remote_rpc(self, room_id: str, to: int, message: bytes) -> None:
+        """An RPC message (as delivered to clients) from another node's peer, for ``to``."""
         ...
 
     def secrets_changed(self, room_id: str, rw_digest: bytes, ro_digest: bytes | None) -> None:
@@ -158,6 +174,8 @@ class RedisStore(Service):
         self._on_compact: Callable[[str], None] | None = None
         self._pending: list[_Append] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._rpc_pending: list[tuple[str, bytes]] = []
+        self._rpc_flusher: asyncio.Task[Any] | None = None
         self._positions: dict[str, bytes] = {}
         self._subscribed: dict[str, asyncio.Event] = {}
         self._compacting: set[str] = set()
@@ -450,6 +468,23 @@ class RedisStore(Service):
         if self._redis is not None:
             self._spawn(self._publish(room_id, _AWARENESS + self._node + message))
 
+    def publish_rpc(self, room_id: str, to: int, message: bytes) -> None:
+        """Send an RPC message of this node's peer to the other nodes (fire and forget).
+
+        Args:
+            room_id: The room.
+            to: The recipient's awareness client id, 0 for every peer.
+            message: The message as the recipients receive it.
+        """
+        if self._redis is None:
+            return
+        recipient = to.to_bytes(_RPC_TO_BYTES, "big")
+        # One task publishes them, in one pipeline per batch: in order (a
+        # request and its cancellation must not cross).
+        self._rpc_pending.append((room_id, _RPC + self._node + recipient + message))
+        if self._rpc_flusher is None or self._rpc_flusher.done():
+            self._rpc_flusher = self._spawn(self._flush_rpc())
+
     async def wait_following(self, room_id: str, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until the room's awareness channel is subscribed (for tests)."""
         event = self._subscribed.get(room_id)
@@ -550,6 +585,17 @@ class RedisStore(Service):
         except (RedisError, StoreError) as exc:
             _log.warning("room %s: publishing to Redis failed: %s", room_id, exc)
 
+    async def _flush_rpc(self) -> None:
+        while self._rpc_pending:
+            batch, self._rpc_pending = self._rpc_pending, []
+            try:
+                async with self._client().pipeline(transaction=False) as pipe:
+                    for room_id, payload in batch:
+                        pipe.publish(self._key(room_id, "events"), payload)
+                    await pipe.execute()
+            except (RedisError, StoreError) as exc:
+                _log.warning("publishing %d RPC messages to Redis failed: %s", len(batch), exc)
+
     async def _listen(self) -> None:
         pubsub = self._pubsub
         while True:
@@ -589,6 +635,9 @@ class RedisStore(Service):
                 self.publish_awareness(room_id, mine)
         elif kind == _SECRETS:
             self._spawn(self._reload_secrets(room_id))
+        elif kind == _RPC and len(payload) > _RPC_TO_BYTES:
+            to = int.from_bytes(payload[:_RPC_TO_BYTES], "big")
+            feed.remote_rpc(room_id, to, payload[_RPC_TO_BYTES:])
 
     async def _reload_secrets(self, room_id: str) -> None:
         value = cast("bytes | None", await self._client().get(self._key(room_id, "secrets")))
@@ -611,10 +660,11 @@ class RedisStore(Service):
         text = key.decode() if isinstance(key, bytes) else key
         return text[len(self._prefix) + 2 : text.rindex("}")]
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -20,8 +20,15 @@ Per connection: the relay sends its SyncStep1 and the current awareness,
 answers SyncStep1 with SyncStep2, stores updates (with a store), forwards
 them to the other peers and then applies them to the room document (which
 late joiners sync from), and removes a peer's awareness when it leaves.
-Every message is parsed and checked before it is stored, forwarded or
-applied. Close codes (:class:`~relay.protocol.CloseCode`), each with a reason:
+RPC messages (collab-ls' own type, :mod:`relay.protocol`) are addressed by
+awareness client id and delivered by :mod:`relay.routing`; read-only peers
+may send them. Every message is parsed and checked before it is stored,
+forwarded or applied, and counts against the size and rate limits. Each
+connection is pinged every ``ping_interval`` seconds; one whose pong is
+``ping_timeout`` seconds late is dead (a frozen process, a lost network) and
+leaves its room at once, its awareness removed for everyone
+(:mod:`relay.keepalive`). Close codes (:class:`~relay.protocol.CloseCode`),
+each with a reason:
 
 * 4400 malformed message, 1009 message bigger than ``max_message_bytes``;
 * 4403 wrong, missing or revoked secret, or removed by the host;
@@ -29,7 +36,7 @@ applied. Close codes (:class:`~relay.protocol.CloseCode`), each with a reason:
 * 4408 slow consumer: its bounded send queue overflowed;
 * 4429 more messages than the per-connection rate limit (token bucket);
 * 4503 room full (``max_peers_per_room``) or relay full (``max_rooms``);
-* 1011 the store failed.
+* 1011 the store failed, or the keepalive ping timed out.
 
 Plain HTTP on the same port (see :mod:`relay.http`): ``/healthz``,
 ``/metrics`` and the host's admin endpoints ``/rooms/<room>[/rotate|/remove]``.
@@ -43,7 +50,7 @@ import itertools
 import logging
 import ssl as ssl_module
 import time
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -53,6 +60,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.http11 import Request, Response
 
 from relay import protocol
+from relay.keepalive import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, check_ping_settings
 from relay.links import (
     MIN_SECRET_CHARS,
     READ_ONLY_PARAM,
@@ -63,6 +71,16 @@ from relay.links import (
     session_links,
 )
 from relay.metrics import RelayMetrics
+from relay.peer import (
+    CLOSE_TIMEOUT,
+    ContextLogger,
+    Peer,
+    PendingCommit,
+    TokenBucket,
+    address,
+    close,
+    describe_close,
+)
 from relay.protocol import (
     AuthDenied,
     AwarenessMessage,
@@ -70,12 +88,14 @@ from relay.protocol import (
     Message,
     ProtocolError,
     QueryAwareness,
+    RpcSend,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
 )
 from relay.redis_store import RedisStore
 from relay.room import ReadOnlyError, Room, UpdateRejectedError
+from relay.routing import RpcRouter
 from relay.service import Service
 from relay.store import SqliteStore, StoreError
 
@@ -83,6 +103,8 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MAX_PEERS_PER_ROOM",
     "DEFAULT_MAX_ROOMS",
+    "DEFAULT_PING_INTERVAL",
+    "DEFAULT_PING_TIMEOUT",
     "DEFAULT_RATE_BURST",
     "DEFAULT_RATE_LIMIT",
     "Relay",
@@ -99,9 +121,6 @@ DEFAULT_RATE_LIMIT = 500.0
 DEFAULT_RATE_BURST = 2000
 #: Seconds a room without peers stays in memory when a store can reload it.
 DEFAULT_IDLE_TIMEOUT = 600.0
-#: Seconds a closing handshake may take before the TCP connection is dropped;
-#: a peer that stopped reading never completes it.
-CLOSE_TIMEOUT = 5.0
 
 _log = logging.getLogger(__name__)
 
@@ -112,124 +131,15 @@ _MESSAGE_KINDS: dict[type[Message], str] = {
     AwarenessMessage: "awareness",
     QueryAwareness: "query_awareness",
     AuthDenied: "auth",
+    RpcSend: "rpc",
 }
+
+#: The name of :class:`~relay.peer.Peer` before it had its own module.
+_Peer = Peer
 
 
 class RelayError(Exception):
     """Misuse of a :class:`Relay` (started twice, not started, room conflict, no such room)."""
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._stamp = time.monotonic()
-
-    def take(self, now: float | None = None) -> bool:
-        """Take one token; False when the bucket is empty."""
-        now = time.monotonic() if now is None else now
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
-class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every record with ``[room=... peer=...]`` and attaches the fields."""
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        fields = dict(self.extra or {})
-        context = " ".join(f"{k}={v}" for k, v in fields.items())
-        kwargs["extra"] = {**fields, **kwargs.get("extra", {})}
-        return f"[{context}] {msg}", kwargs
-
-
-#: Updates of one connection being written before the reader waits (backpressure).
-_MAX_PENDING_COMMITS = 256
-
-
-class _PendingCommit:
-    """An update accepted by the room's replica, waiting for its store write."""
-
-    __slots__ = ("raw", "received", "update", "written")
-
-    def __init__(
-        self, update: bytes, raw: bytes, received: float, written: asyncio.Future[None]
-    ) -> None:
-        self.update = update
-        self.raw = raw
-        self.received = received
-        self.written = written
-
-
-class _Peer:
-    """One websocket connection in a room: a bounded queue and its writer."""
-
-    def __init__(
-        self,
-        ws: ServerConnection,
-        room: Room,
-        peer_id: str,
-        relay: Relay,
-        log: _ContextLogger,
-    ) -> None:
-        self._ws = ws
-        self._room = room
-        self._peer_id = peer_id
-        self._relay = relay
-        self._queue: asyncio.Queue[tuple[bytes, float | None]] = asyncio.Queue(relay.max_queue)
-        # With a store: updates accepted and being written, committed in order
-        # by one task once written (None ends it).
-        self.commits: asyncio.Queue[_PendingCommit | None] = asyncio.Queue(_MAX_PENDING_COMMITS)
-        self.log = log
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.kicked = asyncio.Event()
-
-    @property
-    def peer_id(self) -> str:
-        return self._peer_id
-
-    @property
-    def queued(self) -> int:
-        """Messages waiting in this peer's send queue (its writer is behind)."""
-        return self._queue.qsize()
-
-    def send(self, data: bytes) -> None:
-        if self.close_code is not None:
-            return
-        try:
-            self._queue.put_nowait((data, self._relay._received_at))
-        except asyncio.QueueFull:
-            self.kick(CloseCode.SLOW_CONSUMER, "slow consumer: send queue full", "slow_consumer")
-
-    def kick(self, code: int, reason: str, why: str) -> None:
-        """Drop the peer from its room and have its handler close it."""
-        if self.close_code is not None:
-            return
-        self.close_code = code
-        self.close_reason = protocol.close_reason(reason)
-        self._relay.metrics.rejected.inc(reason=why)
-        self.log.warning("closing connection (%d): %s", code, reason, extra={"event": why})
-        self._room.leave(self)
-        self.kicked.set()
-
-    async def write_loop(self) -> None:
-        metrics = self._relay.metrics
-        while True:
-            data, received = await self._queue.get()
-            await self._ws.send(data)
-            metrics.messages_out.inc()
-            metrics.bytes_out.inc(len(data))
-            if received is not None:
-                metrics.fanout_latency.observe(time.perf_counter() - received)
 
 
 class Relay(Service):
@@ -256,6 +166,8 @@ class Relay(Service):
         store: SqliteStore | RedisStore | Path | str | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         ssl: ssl_module.SSLContext | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
     ) -> None:
         """Configure a relay; nothing listens until :meth:`start`.
 
@@ -276,6 +188,11 @@ class Relay(Service):
             idle_timeout: Seconds after which a room without peers is evicted
                 from memory (only with a store, which reloads it on demand).
             ssl: A server TLS context: the relay then speaks ``wss://``.
+            ping_interval: Seconds between the pings of each connection;
+                ``None`` sends none (a silent peer then lingers until its
+                awareness times out, 30 s).
+            ping_timeout: Seconds a pong may take before its connection is
+                dropped as dead (1011).
         """
         if max_queue < 1 or max_message_bytes < 1 or max_peers_per_room < 1 or max_rooms < 1:
             raise ValueError(
@@ -283,6 +200,7 @@ class Relay(Service):
             )
         if rate_limit is not None and (rate_limit <= 0 or rate_burst < 1):
             raise ValueError("rate_limit must be positive and rate_burst at least 1")
+        check_ping_settings(ping_interval, ping_timeout)
         self.host = host
         self._requested_port = port
         self.max_queue = max_queue
@@ -293,6 +211,8 @@ class Relay(Service):
         self._burst = rate_burst
         self._idle_timeout = idle_timeout
         self._ssl = ssl
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         # The relay stops a store it started (given as a path, or not started yet).
         self._owns_store = False
         self._store: SqliteStore | RedisStore | None = None
@@ -308,17 +228,19 @@ class Relay(Service):
         self._was_started = False
         self._peer_ids = itertools.count(1)
         self._connections: set[ServerConnection] = set()
-        self._peers: dict[str, _Peer] = {}
+        self._peers: dict[str, Peer] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # The perf_counter time the message being forwarded was received.
         self._received_at: float | None = None
         self.metrics = RelayMetrics(
             rooms=lambda: len(self._rooms), connections=lambda: len(self._peers)
         )
+        self._router = RpcRouter(self.metrics)
         if self._store is not None:
             self._store_callbacks(self._store)
         if isinstance(self._store, RedisStore):
             self._store.set_feed(_NodeFeed(self))
+            self._router = RpcRouter(self.metrics, self._store.publish_rpc)
 
     @property
     def started(self) -> bool:
@@ -445,7 +367,7 @@ class Relay(Service):
             return 0
         removed = 0
         for handle in target.peers:
-            if not isinstance(handle, _Peer):
+            if not isinstance(handle, Peer):
                 continue
             if handle.peer_id == peer_id or (
                 client_id is not None and client_id in target.awareness_clients(handle)
@@ -499,6 +421,9 @@ class Relay(Service):
                 self._requested_port,
                 max_size=self._max_message_bytes,
                 close_timeout=CLOSE_TIMEOUT,
+                # Each peer pings by itself (Peer.watch_pings), to leave its
+                # room as soon as a pong is late.
+                ping_interval=None,
                 # Like y-websocket's reference server: per-connection deflate
                 # would compress every forwarded update once per peer.
                 compression=None,
@@ -563,7 +488,7 @@ class Relay(Service):
 
     def _revoke(self, room: Room, access: Access, secret: str | None) -> None:
         for handle in room.set_secret(access, secret):
-            if isinstance(handle, _Peer):
+            if isinstance(handle, Peer):
                 handle.kick(CloseCode.FORBIDDEN, f"the {access.value} link was revoked", "revoked")
 
     async def _room_for(self, room_id: str) -> Room | None:
@@ -644,7 +569,7 @@ class Relay(Service):
             if digest == old:
                 continue
             for handle in room.set_digest(access, digest):
-                if isinstance(handle, _Peer):
+                if isinstance(handle, Peer):
                     reason = f"the {access.value} link was revoked"
                     handle.kick(CloseCode.FORBIDDEN, reason, "revoked")
 
@@ -658,20 +583,20 @@ class Relay(Service):
             self._connections.discard(ws)
 
     async def _refuse(
-        self, ws: ServerConnection, log: _ContextLogger, code: int, reason: str, why: str
+        self, ws: ServerConnection, log: ContextLogger, code: int, reason: str, why: str
     ) -> None:
         log.warning("refused: %s", reason, extra={"event": why})
         self.metrics.rejected.inc(reason=why)
-        await _close(ws, code, protocol.close_reason(reason))
+        await close(ws, code, protocol.close_reason(reason))
 
     async def _handle_connection(self, ws: ServerConnection) -> None:
-        peer_id = f"#{next(self._peer_ids)}@{_address(ws)}"
+        peer_id = f"#{next(self._peer_ids)}@{address(ws)}"
         target = urlsplit(ws.request.path if ws.request is not None else "/")
         room_id = unquote(target.path.lstrip("/"))
         query = parse_qs(target.query)
         secret = query.get(SECRET_PARAM, [None])[0]
         ro_secret = query.get(READ_ONLY_PARAM, [None])[0]
-        log = _ContextLogger(_log, {"room": room_id or "-", "peer": peer_id})
+        log = ContextLogger(_log, {"room": room_id or "-", "peer": peer_id})
         if not room_id:
             await self._refuse(
                 ws,
@@ -719,7 +644,15 @@ class Relay(Service):
             reason = f"room full ({self._max_peers} peers), try later"
             await self._refuse(ws, log, CloseCode.FULL, reason, "room_full")
             return
-        peer = _Peer(ws, room, peer_id, self, log)
+        peer = Peer(
+            ws,
+            room,
+            peer_id,
+            metrics=self.metrics,
+            max_queue=self.max_queue,
+            received_at=lambda: self._received_at,
+            log=log,
+        )
         room.join(peer, access)
         self._peers[peer_id] = peer
         self.metrics.connections_accepted.inc(access=access.value)
@@ -729,12 +662,16 @@ class Relay(Service):
         finally:
             self._peers.pop(peer_id, None)
 
-    async def _serve_peer(self, ws: ServerConnection, room: Room, peer: _Peer) -> None:
+    async def _serve_peer(self, ws: ServerConnection, room: Room, peer: Peer) -> None:
         writer = asyncio.create_task(peer.write_loop())
         reader = asyncio.create_task(self._read_loop(ws, room, peer))
         kicked = asyncio.create_task(peer.kicked.wait())
         committer = asyncio.create_task(self._commit_loop(room, peer))
-        tasks = (writer, reader, kicked)
+        tasks = [writer, reader, kicked]
+        if self._ping_interval is not None:
+            tasks.append(
+                asyncio.create_task(peer.watch_pings(self._ping_interval, self._ping_timeout))
+            )
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -750,13 +687,13 @@ class Relay(Service):
             await committer
             room.leave(peer)
             if peer.close_code is not None:
-                await _close(ws, peer.close_code, peer.close_reason)
+                await close(ws, peer.close_code, peer.close_reason)
         log_done = peer.log.info if peer.close_code is None else peer.log.debug
         log_done(
-            "left (%d peers): %s", len(room.peers), _describe_close(ws), extra={"event": "leave"}
+            "left (%d peers): %s", len(room.peers), describe_close(ws), extra={"event": "leave"}
         )
 
-    async def _read_loop(self, ws: ServerConnection, room: Room, peer: _Peer) -> None:
+    async def _read_loop(self, ws: ServerConnection, room: Room, peer: Peer) -> None:
         bucket = None if self._rate is None else TokenBucket(self._rate, self._burst)
         metrics = self.metrics
         try:
@@ -779,8 +716,12 @@ class Relay(Service):
                     metrics.messages_in.inc(type=_MESSAGE_KINDS[type(message)])
                     if isinstance(message, SyncStep2 | SyncUpdate):
                         await self._handle_update(room, peer, message.update, data, received)
+                    elif isinstance(message, RpcSend):
+                        self._router.route(room, peer, message)
                     else:
                         room.handle(peer, message, data)
+                        if isinstance(message, AwarenessMessage):
+                            self._router.note_awareness(room, peer, message)
                 except ProtocolError as exc:
                     metrics.messages_in.inc(type="invalid")
                     peer.kick(CloseCode.BAD_MESSAGE, str(exc), "bad_message")
@@ -800,7 +741,7 @@ class Relay(Service):
                 peer.log.warning("closed (1009): %s", exc.sent.reason, extra={"event": "too_big"})
 
     async def _handle_update(
-        self, room: Room, peer: _Peer, update: bytes, raw: bytes, received: float
+        self, room: Room, peer: Peer, update: bytes, raw: bytes, received: float
     ) -> None:
         if not room.accept_update(peer, update):
             return
@@ -810,9 +751,9 @@ class Relay(Service):
         # Keep reading while the write is in flight: a burst from one peer
         # goes into one commit. The commit loop forwards in order once written.
         written = self._store.append_nowait(room.room_id, update)
-        await peer.commits.put(_PendingCommit(update, raw, received, written))
+        await peer.commits.put(PendingCommit(update, raw, received, written))
 
-    async def _commit_loop(self, room: Room, peer: _Peer) -> None:
+    async def _commit_loop(self, room: Room, peer: Peer) -> None:
         failed = False
         while (item := await peer.commits.get()) is not None:
             try:
@@ -828,7 +769,7 @@ class Relay(Service):
             except UpdateRejectedError as exc:
                 peer.kick(CloseCode.BAD_MESSAGE, str(exc), "bad_message")
 
-    def _commit(self, room: Room, peer: _Peer, update: bytes, raw: bytes, received: float) -> None:
+    def _commit(self, room: Room, peer: Peer, update: bytes, raw: bytes, received: float) -> None:
         self._received_at = received
         try:
             room.commit_update(peer, update, raw)
@@ -863,6 +804,11 @@ class _NodeFeed:
         if isinstance(parsed, AwarenessMessage):
             room.apply_remote_awareness(parsed, message)
 
+    def remote_rpc(self, room_id: str, to: int, message: bytes) -> None:
+        room = self._relay._rooms.get(room_id)
+        if room is not None:
+            self._relay._router.deliver_remote(room, to, message)
+
     def local_awareness(self, room_id: str) -> bytes | None:
         room = self._relay._rooms.get(room_id)
         return None if room is None else room.local_awareness_message()
@@ -871,40 +817,3 @@ class _NodeFeed:
         room = self._relay._rooms.get(room_id)
         if room is not None:
             self._relay._secrets_changed(room, rw_digest, ro_digest)
-
-
-def _address(ws: ServerConnection) -> str:
-    try:
-        host, port = ws.remote_address[:2]
-    except (TypeError, ValueError):
-        return "?"
-    return f"{host}:{port}"
-
-
-async def _close(ws: ServerConnection, code: int, reason: str) -> None:
-    # Keep reading while closing: a peer that flooded us has filled the
-    # incoming buffer, reading is paused, and its close frame would never be
-    # read without this.
-    drain = asyncio.create_task(_drain(ws))
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await ws.close(code, reason)
-    except TimeoutError:
-        ws.transport.abort()
-    finally:
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
-
-
-async def _drain(ws: ServerConnection) -> None:
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
-
-
-def _describe_close(ws: ServerConnection) -> str:
-    code = ws.close_code
-    if code is None:
-        return "connection lost"
-    return f"code {code}" + (f" {ws.close_reason!r}" if ws.close_reason else "")

@@ -1,0 +1,327 @@
+"""The host's real language server (python-lsp-server) for the host and its guests.
+
+Real processes only: ``collab-ls --share -- pylsp`` as the host's server, a
+guest ``collab-ls --join``, both driven over stdio by pytest-lsp clients, and
+the embedded relay on a loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+
+from tests.lsp_editor import LspEditor, eventually
+
+pytestmark = pytest.mark.timeout(180)
+
+PYLSP = [sys.executable, "-m", "pylsp"]
+
+LIB = '''"""Helpers."""
+
+
+def greet(name):
+    """Say hello to someone."""
+    return "hello " + name
+
+
+class Counter:
+    """Counts things."""
+
+    def bump(self):
+        return 1
+'''
+
+MAIN = """from lib import greet, Counter
+
+message = greet("é中😀 world")
+counter = Counter()
+print(message, counter.bump())
+"""
+
+
+def _project(tmp: Path, name: str) -> Path:
+    root = tmp / name
+    root.mkdir()
+    (root / "lib.py").write_text(LIB)
+    (root / "main.py").write_text(MAIN)
+    return root
+
+
+@pytest.fixture
+async def editors() -> AsyncIterator[list[LspEditor]]:
+    started: list[LspEditor] = []
+    yield started
+    await asyncio.gather(*(e.stop() for e in started), return_exceptions=True)
+
+
+def _diagnostics(ed: LspEditor) -> dict[str, list[types.Diagnostic]]:
+    return {
+        uri: list(diags)
+        for uri, diags in ed.client.diagnostics.items()  # pytest-lsp keeps the latest per uri
+    }
+
+
+async def _share(
+    tmp: Path, editors: list[LspEditor], *host_args: str, guest_args: tuple[str, ...] = ()
+) -> tuple[LspEditor, LspEditor]:
+    host = LspEditor("host", _project(tmp, "host"), "neovim")
+    editors.append(host)
+    result = await host.start("--share", *host_args, "--", *PYLSP)
+    host.capabilities = result.capabilities  # type: ignore[attr-defined]
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    host.open("main.py")
+    url = await host.command("collab.shareUrl")
+    guest = LspEditor("guest", _project(tmp, "guest"), "visual-studio-code")
+    editors.append(guest)
+    guest.capabilities = (await guest.start("--join", url, *guest_args)).capabilities  # type: ignore[attr-defined]
+    guest.open("main.py")
+    await eventually(
+        lambda: guest.buffers["main.py"].text == host.buffers["main.py"].text, what="sync"
+    )
+    return host, guest
+
+
+def _server_pids(host: LspEditor) -> list[int]:
+    """The pids of the host's pylsp children (the host collab-ls is the client's child)."""
+    collab_pid = host.client._server.pid  # type: ignore[attr-defined]
+    children = Path(f"/proc/{collab_pid}/task/{collab_pid}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if "pylsp" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
+
+
+def _pos(line: int, character: int) -> types.Position:
+    return types.Position(line=line, character=character)
+
+
+async def _hover(ed: LspEditor, rel: str, line: int, character: int) -> types.Hover | None:
+    return await ed.client.text_document_hover_async(
+        types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=ed.buffers[rel].uri),
+            position=_pos(line, character),
+        )
+    )
+
+
+def _hover_text(hover: types.Hover | None) -> str:
+    assert hover is not None
+    contents: Any = hover.contents
+    if isinstance(contents, types.MarkupContent):
+        return contents.value
+    if isinstance(contents, list):
+        return "\n".join(c if isinstance(c, str) else c.value for c in contents)
+    return contents if isinstance(contents, str) else contents.value
+
+
+async def test_guest_gets_the_hosts_answers(tmp_path: Path, editors: list[LspEditor]) -> None:
+    host, guest = await _share(tmp_path, editors)
+    caps = host.capabilities  # type: ignore[attr-defined]
+    assert caps.hover_provider and caps.rename_provider and caps.definition_provider
+
+    # Hover on `greet` in line 2 ("message = greet(...)"): same docstring for both.
+    host_hover = _hover_text(await _hover(host, "main.py", 2, 12))
+    guest_hover = _hover_text(await _hover(guest, "main.py", 2, 12))
+    assert "Say hello to someone" in host_hover
+    assert guest_hover == host_hover
+
+    # Definition into lib.py, which the guest has not opened: a URI under the guest's root.
+    params = types.DefinitionParams(
+        text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+        position=_pos(2, 12),
+    )
+    found = await guest.client.text_document_definition_async(params)
+    assert isinstance(found, list) and found
+    first = found[0]
+    assert isinstance(first, types.Location)
+    assert first.uri == (guest.root / "lib.py").as_uri()
+    assert first.range.start.line == 3
+
+    # Completion after "counter." in a line the guest types.
+    buf = guest.buffers["main.py"]
+    guest.type("main.py", len(buf.text), "counter.")
+    await eventually(lambda: host.buffers["main.py"].text == buf.text, what="typing synced")
+    last_line = buf.text.count("\n")
+    completion = await guest.client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=buf.uri),
+            position=_pos(last_line, len("counter.")),
+        )
+    )
+    items = completion.items if isinstance(completion, types.CompletionList) else completion
+    assert items is not None and any(i.label.startswith("bump") for i in items)
+
+    # References to greet: the same set at both, each in its own root.
+    def refs(ed: LspEditor) -> Any:
+        return ed.client.text_document_references_async(
+            types.ReferenceParams(
+                text_document=types.TextDocumentIdentifier(uri=ed.buffers["main.py"].uri),
+                position=_pos(2, 12),
+                context=types.ReferenceContext(include_declaration=True),
+            )
+        )
+
+    host_refs = await refs(host)
+    guest_refs = await refs(guest)
+    assert host_refs and guest_refs
+
+    def shape(locs: Any, root: Path) -> list[tuple[str, int, int]]:
+        return sorted(
+            (
+                Path(loc.uri.removeprefix("file://")).relative_to(root).as_posix(),
+                loc.range.start.line,
+                loc.range.start.character,
+            )
+            for loc in locs
+        )
+
+    assert shape(guest_refs, guest.root) == shape(host_refs, host.root)
+    assert {"lib.py", "main.py"} <= {s[0] for s in shape(guest_refs, guest.root)}
+
+
+async def test_diagnostics_of_a_guests_error_reach_both(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host, guest = await _share(tmp_path, editors)
+    buf = guest.buffers["main.py"]
+    guest.type("main.py", len(buf.text), "undefined_thing_xyz\n")
+
+    def flagged(ed: LspEditor) -> bool:
+        diags = _diagnostics(ed).get(ed.buffers["main.py"].uri, [])
+        return any("undefined_thing_xyz" in d.message for d in diags)
+
+    await eventually(lambda: flagged(host), timeout=30, what="the host's diagnostic")
+    await eventually(lambda: flagged(guest), timeout=30, what="the guest's diagnostic")
+
+
+async def test_rename_and_formatting_by_the_guest_converge(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host, guest = await _share(tmp_path, editors)
+    # Rename `message` (line 2, col 0) to `greeting`: applied on the host to the session.
+    result = await guest.client.text_document_rename_async(
+        types.RenameParams(
+            text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+            position=_pos(2, 1),
+            new_name="greeting",
+        )
+    )
+    assert result is not None
+    await eventually(
+        lambda: (
+            "greeting = greet" in guest.buffers["main.py"].text
+            and "print(greeting" in host.buffers["main.py"].text
+        ),
+        what="the rename at both",
+    )
+    assert "message" not in host.buffers["main.py"].text
+
+    # Badly formatted code typed by the guest, formatted at its request (autopep8).
+    buf = guest.buffers["main.py"]
+    guest.type("main.py", len(buf.text), "x=[1,2 ,3]\n")
+    await eventually(lambda: host.buffers["main.py"].text == buf.text, what="typing synced")
+    edits = await guest.client.text_document_formatting_async(
+        types.DocumentFormattingParams(
+            text_document=types.TextDocumentIdentifier(uri=buf.uri),
+            options=types.FormattingOptions(tab_size=4, insert_spaces=True),
+        )
+    )
+    assert edits == []  # applied on the host, to the shared text, not by this editor
+    await eventually(
+        lambda: (
+            "x = [1, 2, 3]" in guest.buffers["main.py"].text
+            and guest.buffers["main.py"].text == host.buffers["main.py"].text
+        ),
+        what="the formatting at both",
+    )
+
+
+async def test_refusals_outside_root_and_commands(tmp_path: Path, editors: list[LspEditor]) -> None:
+    host, guest = await _share(tmp_path, editors)
+    secret = tmp_path / "secret.py"
+    secret.write_text("password = 1\n")
+    (host.root / "escape.py").symlink_to(secret)
+    (guest.root / "escape.py").symlink_to(secret)
+
+    async def hover_uri(uri: str) -> Exception | None:
+        try:
+            await guest.client.text_document_hover_async(
+                types.HoverParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri), position=_pos(0, 1)
+                )
+            )
+        except Exception as exc:
+            return exc
+        return None
+
+    # A path through `..` out of the guest's root maps to one out of the host's root.
+    traversal = guest.root.as_uri() + "/../secret.py"
+    err = await hover_uri(traversal)
+    assert err is not None and "outside" in str(err)
+    err = await hover_uri((guest.root / "escape.py").as_uri())
+    assert err is not None and "outside" in str(err)
+
+    try:
+        await guest.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="pylsp.some_command", arguments=[])
+        )
+    except Exception as exc:
+        assert "allow-guest-commands" in str(exc)
+    else:
+        raise AssertionError("a guest ran a command on the host without permission")
+    # The session survived the refusals.
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+
+
+async def test_server_killed_is_restarted(tmp_path: Path, editors: list[LspEditor]) -> None:
+    host, guest = await _share(tmp_path, editors)
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+    pids = _server_pids(host)
+    assert pids, "the host runs no pylsp child"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    await eventually(
+        lambda: any("restarted" in m for m in host.messages), timeout=30, what="the restart"
+    )
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+    assert "Say hello" in _hover_text(await _hover(host, "main.py", 2, 12))
+
+
+async def test_cancel_and_timeout(tmp_path: Path, editors: list[LspEditor]) -> None:
+    host, guest = await _share(tmp_path, editors, guest_args=("--request-timeout", "2"))
+    # Stop the host's server (SIGSTOP): requests then hang on the host side.
+    pids = _server_pids(host)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # Cancel as an editor does: $/cancelRequest, then the answer is an error -32800.
+        protocol = guest.client.protocol
+        params = types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+            position=_pos(2, 12),
+        )
+        pending = asyncio.ensure_future(
+            protocol.send_request_async("textDocument/hover", params, msg_id="cancel-me")
+        )
+        await asyncio.sleep(0.5)
+        protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-me"))
+        with pytest.raises(Exception) as cancelled:
+            await pending
+        assert getattr(cancelled.value, "code", None) == -32800
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Exception, match="within"):
+            await _hover(guest, "main.py", 2, 12)
+        assert asyncio.get_running_loop().time() - started < 30
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))

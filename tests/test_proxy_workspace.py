@@ -1,0 +1,179 @@
+"""Guests without a checkout (``--workspace DIR``), read-only guests, and a host that leaves.
+
+Real processes: ``collab-ls --share -- pylsp`` on the host, guests over the
+embedded relay, driven by pytest-lsp clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+
+from tests.lsp_editor import LspEditor, eventually
+from tests.test_proxy_lsp import LIB, MAIN, PYLSP, _hover, _hover_text, _pos
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def editors() -> AsyncIterator[list[LspEditor]]:
+    started: list[LspEditor] = []
+    yield started
+    await asyncio.gather(*(e.stop() for e in started), return_exceptions=True)
+
+
+def _host_project(tmp: Path) -> Path:
+    root = tmp / "host"
+    (root / "pkg").mkdir(parents=True)
+    (root / "lib.py").write_text(LIB)
+    (root / "main.py").write_text(MAIN)
+    (root / "pkg" / "util.py").write_text("VALUE = 1\n")
+    (root / ".gitignore").write_text("build/\n*.log\n")
+    (root / "build").mkdir()
+    (root / "build" / "out.py").write_text("ignored = True\n")
+    (root / "debug.log").write_text("noise\n")
+    (root / "logo.bin").write_bytes(b"\x89PNG\x00\x01\x02")
+    return root
+
+
+async def _host(tmp: Path, editors: list[LspEditor], *extra: str) -> tuple[LspEditor, str, str]:
+    host = LspEditor("host", _host_project(tmp), "neovim")
+    editors.append(host)
+    await host.start("--share", *extra, "--", *PYLSP)
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    host.open("main.py")
+    status = await host.command("collab.status")
+    return host, status["url"], status["readOnlyUrl"]
+
+
+async def test_guest_without_checkout_gets_the_tree_and_jumps(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host, url, _ = await _host(tmp_path, editors)
+    mirror = tmp_path / "mirror"
+    guest = LspEditor("guest", mirror, "visual-studio-code")
+    editors.append(guest)
+    mirror.mkdir()
+    await guest.start("--join", url, "--workspace", str(mirror))
+
+    # The tree arrives and the contents follow in the background.
+    await eventually(
+        lambda: (mirror / "lib.py").exists() and (mirror / "lib.py").read_text() == LIB,
+        timeout=30,
+        what="lib.py mirrored with its content",
+    )
+    await eventually(
+        lambda: (
+            (mirror / "pkg" / "util.py").exists()
+            and (mirror / "pkg" / "util.py").read_text() == "VALUE = 1\n"
+        ),
+        what="a file in a folder mirrored",
+    )
+    assert not (mirror / "build").exists(), "a .gitignored folder was mirrored"
+    assert not (mirror / "debug.log").exists(), "a .gitignored file was mirrored"
+    assert not (mirror / "logo.bin").exists(), "a binary file was mirrored"
+    assert "logo.bin" in (mirror / ".collab-ls-skipped").read_text()
+
+    # The editor was shown the progress of the tree arriving, begin to end.
+    await eventually(
+        lambda: any(
+            r and getattr(r[0], "kind", None) == "begin" and getattr(r[-1], "kind", None) == "end"
+            for r in guest.client.progress_reports.values()
+        ),
+        what="work-done progress",
+    )
+
+    # Open a file by path and jump to a definition in another file.
+    guest.open("main.py")
+    await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="main.py in the editor")
+    found = await guest.client.text_document_definition_async(
+        types.DefinitionParams(
+            text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+            position=_pos(2, 12),
+        )
+    )
+    assert isinstance(found, list) and found
+    target = found[0]
+    assert isinstance(target, types.Location)
+    assert target.uri == (mirror / "lib.py").as_uri()
+    assert (
+        (mirror / "lib.py")
+        .read_text()
+        .splitlines()[target.range.start.line]
+        .startswith("def greet")
+    )
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+
+    # A file the host creates after the guest joined appears at the guest.
+    (host.root / "pkg" / "fresh.py").write_text("FRESH = 2\n")
+    await eventually(
+        lambda: (
+            (mirror / "pkg" / "fresh.py").exists()
+            and (mirror / "pkg" / "fresh.py").read_text() == "FRESH = 2\n"
+        ),
+        timeout=30,
+        what="the host's new file at the guest",
+    )
+    # And one it deletes disappears.
+    (host.root / "pkg" / "util.py").unlink()
+    await eventually(
+        lambda: not (mirror / "pkg" / "util.py").exists(), timeout=30, what="the deletion"
+    )
+
+
+async def test_read_only_guest_gets_answers_but_no_edits(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host, _, ro_url = await _host(tmp_path, editors)
+    guest_root = tmp_path / "guest"
+    guest_root.mkdir()
+    (guest_root / "lib.py").write_text(LIB)
+    (guest_root / "main.py").write_text(MAIN)
+    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", ro_url)
+    guest.open("main.py")
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+    with pytest.raises(Exception, match="read-only"):
+        await guest.client.text_document_rename_async(
+            types.RenameParams(
+                text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+                position=_pos(2, 1),
+                new_name="renamed",
+            )
+        )
+    await asyncio.sleep(0.5)
+    assert "renamed" not in host.buffers["main.py"].text
+    assert (host.root / "main.py").read_text() == MAIN
+
+
+async def test_host_leaving_gives_errors_not_hangs(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    host, url, _ = await _host(tmp_path, editors)
+    guest_root = tmp_path / "guest"
+    guest_root.mkdir()
+    (guest_root / "lib.py").write_text(LIB)
+    (guest_root / "main.py").write_text(MAIN)
+    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", url, "--request-timeout", "20")
+    guest.open("main.py")
+    await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+
+    editors.remove(host)
+    await host.stop()
+    await eventually(
+        lambda: any("host left" in m for m in guest.messages), timeout=30, what="the message"
+    )
+    # The error says the host left (a hang would end in the 20 s timeout's error instead).
+    with pytest.raises(Exception, match="host has left"):
+        await _hover(guest, "main.py", 2, 12)
+    # The guest keeps the shared text and can still type.
+    guest.type("main.py", 0, "# still here\n")
+    assert guest.buffers["main.py"].text.startswith("# still here\n")
