@@ -452,6 +452,75 @@ def _memory(res: dict[str, Any], docs: Path) -> list[str]:
     return out
 
 
+def _hover(res: dict[str, Any]) -> list[str]:
+    out = ["## 6. Hover through the host's language server", ""]
+    if "error" in res:
+        return [*out, f"Failed: `{res['error']}`", ""]
+    paths = res["paths"]
+    out += [
+        f"The same `textDocument/hover` ({res['file']}, line {res['position']['line'] + 1}: the "
+        f"call of a function with a docstring) to `{res['server']}` (python-lsp-server "
+        f"{res['pylsp_version']}) three ways, each client a lean JSON-RPC client on the "
+        "process's pipes (`bench/hover.py`): **direct**, straight to pylsp over stdio; "
+        "**host**, from the host's editor through `collab-ls --share -- pylsp`; **guest**, "
+        "from a guest's editor through `collab-ls --join URL`, the relay embedded in the "
+        "host's collab-ls and the host's collab-ls to the same pylsp and back (URIs rewritten "
+        f"between the two roots). {res['requests']} requests per path after "
+        f"{res['warmup']} warm-up rounds, round-robin over the three paths (one request "
+        "outstanding at a time, the order rotating each round). Latency: request written to "
+        "the pipe → response read. Overhead: the median over rounds of the path's latency "
+        "minus the direct request's in the same round. Ratios are over direct (1 is no cost).",
+        "",
+        "| path | p50 ratio | p99 ratio | p50 ms | p99 ms | max ms | overhead p50 ms "
+        "| requests | answers right |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = res["ratios"]
+    for name in ("direct", "host", "guest"):
+        r = paths[name]
+        p50 = 1.0 if name == "direct" else ratios[f"{name}_p50"]
+        p99 = 1.0 if name == "direct" else ratios[f"{name}_p99"]
+        wrong = res["wrong_answers"][name]
+        out.append(
+            f"| {name} | {_f(p50)} | {_f(p99)} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} "
+            f"| {_f(r['max_ms'])} | {_f(r.get('overhead_p50_ms'))} | {r['n']} "
+            f"| {'all' if not wrong else f'{wrong} wrong'} |"
+        )
+    same = "the same" if res["same_answer_everywhere"] else "**not** the same"
+    encodings = set(res.get("encodings", {}).values())
+    if len(encodings) == 1:
+        enc = f"Positions are in {encodings.pop()} on every path, so none is converted"
+    else:
+        enc = f"Position encodings per path: {res.get('encodings')}"
+    out += [
+        "",
+        f"Every answer carried the docstring, and it was {same} on the three paths. {enc} "
+        "(the host's collab-ls makes its editor count as its server does); a guest whose "
+        "editor counts otherwise (Neovim negotiates utf-8 with collab-ls) also pays for "
+        "converting the positions of the request and of the result. pylsp runs with its "
+        'signature formatter off (`pylsp.signature.formatter = ""`): as it comes, it '
+        "formats the signature of every hover with `black` in a subprocess, which costs far "
+        "more than what the paths add and would drown it.",
+    ]
+    default = res.get("pylsp_default_formatter")
+    if default and default.get("n"):
+        out[-1] += (
+            f" Asked after the rest, pylsp as it comes answers the same hover straight over "
+            f"stdio in {_f(default['p50_ms'])} ms at the median (max {_f(default['max_ms'])} ms, "
+            f"{default['n']} requests)."
+        )
+    out += [
+        "",
+        "What the paths add: the host path, one pipe hop each way and collab-ls passing the "
+        "raw JSON on (no typed re-serialisation); the guest path, on top of that, the "
+        "guest's collab-ls, two websocket hops each way through the relay (guest → relay → "
+        "host and back), rewriting the URIs of the request and of the result between the "
+        "two roots, and the host's check that every URI in the request is inside its root.",
+        "",
+    ]
+    return out
+
+
 def write(results: dict[str, Any], docs: Path) -> None:
     """Write ``benchmarks.md`` and the plots into ``docs``."""
     docs.mkdir(parents=True, exist_ok=True)
@@ -476,6 +545,8 @@ def write(results: dict[str, Any], docs: Path) -> None:
         lines += _docsize(sc["docsize"], docs)
     if "memory" in sc:
         lines += _memory(sc["memory"], docs)
+    if "hover" in sc:
+        lines += _hover(sc["hover"])
     lines += [
         "## Attribution",
         "",

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m bench.run            # the full run (about 12 minutes): five scenarios
+    python -m bench.run            # the full run (about 13 minutes): six scenarios
     python -m bench.run --quick    # small counts: checks that it all runs and converges
 
 Results go to ``--out`` (default ``bench/results``) as ``<timestamp>.json`` and
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import docsize, latency, memory, relay_compare, throughput
+from bench import docsize, hover, latency, memory, relay_compare, throughput
 from bench.common import REPO, machine
 
 Scenario = Callable[[bool, Path], Awaitable[dict[str, Any]]]
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "docsize": docsize.run,
     "memory": memory.run,
+    "hover": hover.run,
 }
 
 

@@ -256,7 +256,7 @@ class GuestProxy:
 
     async def apply_host_action(self, argument: Any) -> Any:
         """``collab.applyHostAction``: a code action's edit, applied on the host."""
-        info = self._host_for_request()
+        info = await self._wait_host()
         if info is None:
             raise RpcError(REQUEST_FAILED, "the host runs no language server")
         if not isinstance(argument, dict):

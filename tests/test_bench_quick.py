@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("relay", "latency", "throughput", "docsize", "memory")
+SCENARIOS = ("relay", "latency", "throughput", "docsize", "memory", "hover")
 
 
 @pytest.mark.timeout(600)

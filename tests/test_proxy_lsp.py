@@ -202,6 +202,34 @@ async def test_diagnostics_of_a_guests_error_reach_both(
     await eventually(lambda: flagged(host), timeout=30, what="the host's diagnostic")
     await eventually(lambda: flagged(guest), timeout=30, what="the guest's diagnostic")
 
+    # A file only the guest has open is in the host's server too.
+    guest.open("lib.py")
+    await eventually(lambda: guest.buffers["lib.py"].text == LIB, what="lib.py from the session")
+    guest.type("lib.py", len(LIB), "missing_in_lib_abc\n")
+    lib_uri = guest.buffers["lib.py"].uri
+    await eventually(
+        lambda: any(
+            "missing_in_lib_abc" in d.message for d in _diagnostics(guest).get(lib_uri, [])
+        ),
+        timeout=30,
+        what="the diagnostic of a file only the guest has open",
+    )
+    assert "lib.py" not in host.buffers
+
+    # A late joiner gets the diagnostics published before it came.
+    url = await host.command("collab.shareUrl")
+    late = LspEditor("late", _project(tmp_path, "late"), "neovim")
+    editors.append(late)
+    await late.start("--join", url)
+    await eventually(
+        lambda: any(
+            "undefined_thing_xyz" in d.message
+            for d in _diagnostics(late).get((late.root / "main.py").as_uri(), [])
+        ),
+        timeout=30,
+        what="the late joiner's diagnostics",
+    )
+
 
 async def test_rename_and_formatting_by_the_guest_converge(
     tmp_path: Path, editors: list[LspEditor]
@@ -325,3 +353,36 @@ async def test_cancel_and_timeout(tmp_path: Path, editors: list[LspEditor]) -> N
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
     assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+
+
+async def test_code_action_edit_is_applied_on_the_host(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """A guest's chosen code action comes back as collab.applyHostAction: applied on the host."""
+    host, guest = await _share(tmp_path, editors)
+    uri = guest.buffers["main.py"].uri
+    edit = {
+        "changes": {
+            uri: [
+                {
+                    "range": {
+                        "start": {"line": 0, "character": 0},
+                        "end": {"line": 0, "character": 0},
+                    },
+                    "newText": "# fixed by a code action\n",
+                }
+            ]
+        }
+    }
+    await guest.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="collab.applyHostAction", arguments=[{"edit": edit, "command": None}]
+        )
+    )
+    await eventually(
+        lambda: (
+            host.buffers["main.py"].text.startswith("# fixed by a code action\n")
+            and guest.buffers["main.py"].text == host.buffers["main.py"].text
+        ),
+        what="the action's edit at both",
+    )

@@ -8,6 +8,10 @@
 --- require('collab').setup({ cmd = { 'collab-ls' }, name = nil, debounce = 0 })
 --- ```
 ---
+--- `language_server = { 'pylsp' }` makes `:CollabShare` share that language
+--- server with the guests (`collab-ls --share ... -- pylsp`): the host's editor
+--- and every guest get its hover, definition, completion and the rest.
+---
 --- Commands (defined by plugin/collab.lua): `:CollabShare [relay-url]`,
 --- `:CollabJoin {url}`, `:CollabStatus`, `:CollabStop`, `:CollabPeers`,
 --- `:CollabFollow {name}`, `:CollabUnfollow`, `:CollabChat {text}`.
@@ -49,6 +53,7 @@ local NAME = 'collab-ls'
 --- @field open_with_peers boolean open (in the background) the shared files peers open
 --- @field share_registers boolean share yanks with the other Neovims of the session
 --- @field map_undo boolean map `u` / `<C-r>` to collab.undo / collab.redo in shared buffers
+--- @field language_server string[]|false|nil with :CollabShare, the language server to share (`-- CMD...`)
 M.config = {
   cmd = { 'collab-ls' },
   name = nil,
@@ -57,6 +62,7 @@ M.config = {
   open_with_peers = false,
   share_registers = true,
   map_undo = true,
+  language_server = nil,
 }
 
 local ns = vim.api.nvim_create_namespace('collab_peers')
@@ -75,9 +81,36 @@ local state = {
   mapped = {}, --- @type table<integer, true> buffers with the undo/redo maps
 }
 
+--- A language server command: a non-empty list of non-empty strings.
+local function is_command(value)
+  if type(value) ~= 'table' or not vim.islist(value) or #value == 0 then
+    return false
+  end
+  for _, arg in ipairs(value) do
+    if type(arg) ~= 'string' or arg == '' then
+      return false
+    end
+  end
+  return true
+end
+
 --- @param opts collab.Config?
 function M.setup(opts)
-  M.config = vim.tbl_extend('force', M.config, opts or {})
+  opts = vim.deepcopy(opts or {})
+  local ls = opts.language_server
+  if type(ls) == 'string' then
+    ls = { ls }
+  end
+  if ls ~= nil and ls ~= false and not is_command(ls) then
+    vim.notify(
+      "collab: setup: language_server must be a command like { 'pylsp' }; ignored",
+      vim.log.levels.WARN,
+      { title = 'collab' }
+    )
+    ls = nil -- keep what was set before
+  end
+  opts.language_server = ls
+  M.config = vim.tbl_extend('force', M.config, opts)
 end
 
 local function notify(msg, level)
@@ -643,6 +676,11 @@ local function start(args, role)
   local cmd = vim.list_extend(vim.deepcopy(M.config.cmd), args)
   if M.config.name then
     vim.list_extend(cmd, { '--name', M.config.name })
+  end
+  if role == 'host' and M.config.language_server then
+    -- Last: everything after `--` is the language server's command line.
+    vim.list_extend(cmd, { '--' })
+    vim.list_extend(cmd, vim.deepcopy(M.config.language_server))
   end
   local client_id = vim.lsp.start({
     name = NAME,
