@@ -386,3 +386,55 @@ async def test_code_action_edit_is_applied_on_the_host(
         ),
         what="the action's edit at both",
     )
+
+
+EDIT_SERVER = [sys.executable, str(Path(__file__).parent / "fixtures" / "edit_server.py")]
+
+
+async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """The server's own requests: configuration from the host editor, applyEdit via the CRDT."""
+    host = LspEditor("host", _project(tmp_path, "host"), "neovim")
+    editors.append(host)
+    await host.start("--share", "--allow-guest-commands", "--", *EDIT_SERVER)
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    await eventually(
+        lambda: any("configuration:" in m.message for m in host.client.log_messages),
+        what="the server's workspace/configuration answered by the host editor",
+    )
+    host.open("main.py")
+    url = await host.command("collab.shareUrl")
+    guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", url)
+    guest.open("main.py")
+    await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
+    # A guest runs the server's command (allowed here): the edit it causes converges.
+    result = await guest.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="demo.insertHeader", arguments=[guest.buffers["main.py"].uri]
+        )
+    )
+    assert result == {"applied": True}
+    header = "# header from the server\n"
+    await eventually(
+        lambda: (
+            host.buffers["main.py"].text == header + MAIN
+            and guest.buffers["main.py"].text == header + MAIN
+        ),
+        what="the server's edit at both",
+    )
+    # The host editor's own command goes the same way.
+    await host.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command="demo.insertHeader", arguments=[host.buffers["main.py"].uri]
+        )
+    )
+    await eventually(
+        lambda: (
+            guest.buffers["main.py"].text == 2 * header + MAIN
+            and host.buffers["main.py"].text == 2 * header + MAIN
+        ),
+        what="the second edit at both",
+    )
