@@ -1,10 +1,17 @@
 """The collab-ls language server: the LSP shell around the session.
 
-It bypasses pygls's own document store: pygls re-applies every change to a
-copy of the document at a cost that grows with the document, and re-parses
-``didChange`` through cattrs; collab-ls keeps its own line-indexed model of
-each buffer (:mod:`collab_ls.linetext`) and reads ``didChange`` as plain JSON.
-Edits are handled synchronously and in order, as they arrive.
+:class:`CollabServer` is one editor's collab-ls: it learns the workspace and
+client from ``initialize``, starts the session from ``initialized`` (the host
+embeds a relay or uses ``--relay``; a guest joins a link) with its relay
+link, presence and shared registers, and stops it on ``shutdown``. The host
+seeds the files guests ask for and writes to disk what peers change in files
+no host editor has open. :func:`create_server` registers the LSP features.
+The rest of the server:
+
+* :mod:`collab_ls.dispatch`: how the editor's messages reach it;
+* :mod:`collab_ls.documents`: the editor's buffers bound to the session;
+* :mod:`collab_ls.presence_features`: cursors, inlay hints, ``collab.*`` commands;
+* :mod:`collab_ls.stdio`: running it on stdin/stdout (:func:`serve_stdio`).
 """
 
 from __future__ import annotations
@@ -12,47 +19,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
-import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pycrdt
 from lsprotocol import types
-from pygls.io_ import StdoutWriter, run_async
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
-from pygls.protocol.json_rpc import JsonRPCNotification
 
 from collab_ls import __version__
 from collab_ls.binding import DocBinding
+from collab_ls.did_change import InvalidChange, parse_changes
 from collab_ls.disk import DiskMirror, file_path, read_text
-from collab_ls.language_shell import LanguageShell, RawMessage, workspace_root
+from collab_ls.dispatch import CollabProtocol
+from collab_ls.documents import EditorDocuments
+from collab_ls.language_shell import LanguageShell, workspace_root
 from collab_ls.options import Options
 from collab_ls.presence import Pos
-from collab_ls.presence_shell import FollowError, Presence, _plain
-from collab_ls.protocol import (
-    CMD_CHAT,
-    CMD_FOLLOW,
-    CMD_OPEN_WITH_PEERS,
-    CMD_PEERS,
-    CMD_REDO,
-    CMD_SHARE_URL,
-    CMD_STATUS,
-    CMD_UNDO,
-    CMD_UNFOLLOW,
-    NOTIFY_CURSOR,
-    NOTIFY_REGISTER,
-    NOTIFY_STATUS,
-)
-from collab_ls.reconcile import Change, FullChange, OutgoingEdit, RangeChange
+from collab_ls.presence_shell import Presence
+from collab_ls.protocol import CMD_SHARE_URL, CMD_STATUS, NOTIFY_STATUS
 from collab_ls.registers import SharedRegisters
 from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_urls
-from collab_ls.session import NotInWorkspace, Session, relative_path
+from collab_ls.session import Session
+from collab_ls.stdio import serve_stdio
 from collab_ls.units import Encoding
 from collab_ls.workspace_edit import SERVER_EDIT
 from relay.links import SessionLinks, new_room_id, new_secret, session_links
+
+__all__ = [
+    "HONEST_CLIENTS",
+    "REMOTE",
+    "CollabProtocol",
+    "CollabServer",
+    "InvalidChange",
+    "create_server",
+    "parse_changes",
+    "serve_stdio",
+]
 
 log = logging.getLogger("collab_ls")
 
@@ -65,130 +68,6 @@ _TO_DISK = frozenset({_REMOTE_HASH, hash(SERVER_EDIT)})
 
 HONEST_CLIENTS = frozenset({"Visual Studio Code", "Visual Studio Code - Insiders", "Emacs"})
 """Clients known to refuse a stale edit rather than skip it and say ``applied: true``."""
-
-
-class InvalidChange(ValueError):
-    """A ``didChange`` whose JSON does not have the LSP shape."""
-
-
-def parse_changes(params: Any) -> tuple[str, int, list[Change]]:
-    """Read ``DidChangeTextDocumentParams`` from plain JSON.
-
-    Raises:
-        InvalidChange: with a message naming what is wrong.
-    """
-    try:
-        doc = params["textDocument"]
-        uri = doc["uri"]
-        version = doc["version"]
-        raw = params["contentChanges"]
-        if not isinstance(uri, str) or not isinstance(version, int) or not isinstance(raw, list):
-            raise InvalidChange("textDocument.uri, textDocument.version or contentChanges")
-        changes: list[Change] = []
-        for c in raw:
-            text = c["text"]
-            if not isinstance(text, str):
-                raise InvalidChange("contentChanges[].text must be a string")
-            rng = c.get("range")
-            if rng is None:
-                changes.append(FullChange(text))
-            else:
-                s, e = rng["start"], rng["end"]
-                nums = (s["line"], s["character"], e["line"], e["character"])
-                if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):
-                    raise InvalidChange("range positions must be integers")
-                changes.append(RangeChange(*nums, text))
-        return uri, version, changes
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise InvalidChange(f"malformed didChange: missing or wrong field {exc}") from exc
-
-
-class CollabProtocol(LanguageServerProtocol):
-    """pygls protocol without pygls's own document store."""
-
-    _server: CollabServer
-
-    _raw_initialize: dict[str, Any] | None = None
-
-    def handle_message(self, message: Any) -> None:
-        if type(message) is RawMessage:
-            self._server.language.handle(message)
-            return
-        # Keystrokes skip pygls's generic dispatch (runtime Protocol checks, a
-        # context copy and a future per notification): they are most messages.
-        if (
-            type(message) is JsonRPCNotification
-            and message.method == types.TEXT_DOCUMENT_DID_CHANGE
-            and not self._shutdown
-        ):
-            try:
-                self._server.did_change(message.params)
-            except Exception:
-                log.exception("failed to handle a didChange")
-            return
-        if type(message) is JsonRPCNotification and message.method == NOTIFY_REGISTER:
-            registers = self._server.registers
-            if registers is not None and not self._server.read_only:
-                registers.yanked(_plain(message.params))
-            return
-        if type(message) is JsonRPCNotification and message.method == NOTIFY_CURSOR:
-            presence = self._server.presence
-            if presence is not None:
-                presence.cursor_report(message.params)
-            return
-        super().handle_message(message)
-
-    def get_message_type(self, method: str) -> Any:  # type: ignore[override]
-        if method == types.TEXT_DOCUMENT_DID_CHANGE:
-            return None  # keep params as plain JSON: see the module docstring
-        return super().get_message_type(method)
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        method = data.get("method")
-        if method == types.TEXT_DOCUMENT_DID_CHANGE and "id" not in data:
-            return JsonRPCNotification(
-                method=data["method"], jsonrpc=data.get("jsonrpc", ""), params=data.get("params")
-            )
-        if method == types.INITIALIZE and isinstance(data.get("params"), dict):
-            self._raw_initialize = data["params"]
-        if self._server.language.wants(data):
-            return RawMessage(data)
-        return super().structure_message(data)
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams) -> Any:
-        """pygls's initialize, after starting the host's real server; capabilities merged."""
-        shell = self._server.language
-        raw = self._raw_initialize or {}
-        shell.note_client(raw)
-        if self._server.is_host and self._server.options.server_command:
-            encoding = yield shell.start_host_server, (raw,), None
-            if encoding is not None:
-                # The editor, collab-ls and the real server count positions alike.
-                kinds = [types.PositionEncodingKind(encoding.value)]
-                general = params.capabilities.general
-                if general is None:
-                    params.capabilities.general = types.GeneralClientCapabilities(
-                        position_encodings=kinds
-                    )
-                else:
-                    general.position_encodings = kinds
-        result = yield from super().lsp_initialize(params)
-        data: dict[str, Any] = self._converter.unstructure(result)
-        data["capabilities"] = shell.merge_capabilities(dict(data.get("capabilities") or {}))
-        return data
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: Any) -> None:
-        self._server.did_change(params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
-        self._server.did_open(params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
-        self._server.did_close(params)
 
 
 class CollabServer(LanguageServer):
@@ -212,7 +91,7 @@ class CollabServer(LanguageServer):
         self.read_only = False
         self.connected = False
         self.bindings: dict[str, DocBinding] = {}
-        self.waiting: dict[str, list[DocBinding]] = {}
+        self.documents = EditorDocuments(self)
         self._stack = contextlib.AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mirror: DiskMirror | None = None
@@ -336,7 +215,7 @@ class CollabServer(LanguageServer):
                 assert opts.join_url is not None
                 parse_relay_urls(opts.join_url)
                 self.url = link_url = opts.join_url
-            self._subs.append(self.session.files.observe(self._on_files))
+            self._subs.append(self.session.files.observe(self.documents.on_files))
             link = RelayLink(
                 self.doc,
                 link_url,
@@ -440,155 +319,11 @@ class CollabServer(LanguageServer):
                 NOTIFY_STATUS, {"connected": self.connected, "message": message, "url": self.url}
             )
 
-    # --------------------------------------------------------------- documents
-
-    def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
-        item = params.text_document
-        try:
-            key = relative_path(item.uri, self.root)
-        except NotInWorkspace as exc:
-            log.info("not shared: %s", exc)
-            return
-        old = self.bindings.pop(item.uri, None)
-        if old:
-            old.unbind()
-        binding = DocBinding(
-            key,
-            item.uri,
-            item.text,
-            item.version,
-            self.encoding,
-            honest=self.honest_client,
-            send_edit=self._send_edit,
-            logger=log,
-        )
-        self.bindings[item.uri] = binding
-        if self.presence is not None:
-            binding.on_remote = self.presence.text_moved
-            self.presence.documents_changed()
-        text = self.session.text(key)
-        if text is None and self.is_host:
-            text = self.session.seed(key, item.text)
-        if text is not None:
-            if binding.bind(self.doc, text):
-                log.info("%s: buffer replaced by the session's text", key)
-        else:
-            log.info("%s: asking the host for the session's copy", key)
-            self.waiting.setdefault(key, []).append(binding)
-            self.session.request(key, item.text)
-
-    def did_change(self, params: Any) -> None:
-        try:
-            uri, version, changes = parse_changes(params)
-        except InvalidChange as exc:
-            log.error("ignored a didChange: %s; params=%.300r", exc, params)
-            self.show(types.MessageType.Error, f"collab-ls ignored a change: {exc}")
-            self._resync_after_bad_change(params)
-            return
-        binding = self.bindings.get(uri)
-        if binding is None:
-            log.warning("didChange for %s, which is not open (or not shared); ignored", uri)
-            return
-        if self.read_only:
-            # The relay refuses a read-only peer's changes: put the session's text back.
-            log.info("%s: read-only session: change undone", binding.key)
-            binding.invalid_input(version)
-            return
-        errors = binding.did_change(version, changes)
-        self.last_edited = uri
-        if self.presence is not None:
-            self.presence.edited(binding, changes)
-        for error in errors:
-            log.error("%s: %s", binding.key, error)
-            self.show(types.MessageType.Error, f"collab-ls: {binding.key}: {error}")
-
-    def _resync_after_bad_change(self, params: Any) -> None:
-        """After an unreadable change the buffer's text is unknown: replace it."""
-        try:
-            doc = params["textDocument"]
-            binding = self.bindings.get(doc["uri"])
-            version = doc.get("version")
-        except (KeyError, TypeError, AttributeError):
-            return
-        if binding is not None:
-            binding.invalid_input(version if isinstance(version, int) else None)
-
-    def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
-        binding = self.bindings.pop(params.text_document.uri, None)
-        if binding:
-            binding.unbind()
-            for waiting in self.waiting.values():
-                if binding in waiting:
-                    waiting.remove(binding)
-            if self.presence is not None:
-                self.presence.documents_changed()
-
-    def _send_edit(self, binding: DocBinding, edit: OutgoingEdit) -> None:
-        params = types.ApplyWorkspaceEditParams(
-            label="collab-ls",
-            edit=types.WorkspaceEdit(
-                document_changes=[
-                    types.TextDocumentEdit(
-                        text_document=types.OptionalVersionedTextDocumentIdentifier(
-                            uri=binding.uri, version=edit.version
-                        ),
-                        edits=[
-                            types.TextEdit(
-                                range=types.Range(
-                                    start=types.Position(e.start_line, e.start_character),
-                                    end=types.Position(e.end_line, e.end_character),
-                                ),
-                                new_text=e.new_text,
-                            )
-                            for e in edit.edits
-                        ],
-                    )
-                ]
-            ),
-        )
-        self._spawn(self._await_edit(binding, edit.edit_id, params))
-
-    async def _await_edit(
-        self, binding: DocBinding, edit_id: int, params: types.ApplyWorkspaceEditParams
-    ) -> None:
-        try:
-            result = await self.workspace_apply_edit_async(params)
-            applied = bool(result.applied)
-            if not applied:
-                log.info(
-                    "%s: edit %d not applied (%s); will resend",
-                    binding.key,
-                    edit_id,
-                    result.failure_reason,
-                )
-        except Exception as exc:
-            log.warning("%s: applyEdit %d failed: %s", binding.key, edit_id, exc)
-            applied = False
-        if self.bindings.get(binding.uri) is binding:
-            binding.apply_result(edit_id, applied)
-
     # ----------------------------------------------------------------- session
 
     def _session_text(self, key: str) -> str | None:
         text = self.session.text(key)
         return None if text is None else str(text)
-
-    def _on_files(self, event: pycrdt.MapEvent) -> None:
-        if not self.waiting:
-            return
-        for key in list(self.waiting):
-            text = self.session.text(key)
-            if text is None:
-                continue
-            for binding in self.waiting.pop(key):
-                asyncio.get_running_loop().call_soon(self._bind_waiting, binding, key)
-
-    def _bind_waiting(self, binding: DocBinding, key: str) -> None:
-        text = self.session.text(key)
-        if text is None or self.bindings.get(binding.uri) is not binding:
-            return
-        if binding.bind(self.doc, text):
-            log.info("%s: buffer replaced by the session's text", key)
 
     def _on_requests(self, event: pycrdt.MapEvent) -> None:
         asyncio.get_running_loop().call_soon(self._serve_requests)
@@ -683,74 +418,6 @@ class _PresenceClient:
         self._server.show(types.MessageType.Info, message)
 
 
-def _record_position(ls: CollabServer, uri: str, position: types.Position) -> None:
-    if ls.presence is not None:
-        ls.presence.position_seen(uri, position.line, position.character)
-
-
-def _argument(args: tuple[Any, ...], what: str) -> str:
-    # pygls passes `arguments` either spread or as one list, depending on the client.
-    if len(args) == 1 and isinstance(args[0], list):
-        args = tuple(args[0])
-    if not args or not isinstance(args[0], str) or not args[0]:
-        raise ValueError(f"{what} is required")
-    return args[0]
-
-
-def _optional_argument(args: tuple[Any, ...]) -> str | None:
-    if len(args) == 1 and isinstance(args[0], list):
-        args = tuple(args[0])
-    return args[0] if args and isinstance(args[0], str) and args[0] else None
-
-
-class _PipeReader:
-    """pygls's async reader interface over an asyncio stream (no thread hop per read)."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self._stream = stream
-
-    async def readline(self) -> bytes:
-        return await self._stream.readline()
-
-    async def readexactly(self, n: int) -> bytes:
-        try:
-            return await self._stream.readexactly(n)
-        except asyncio.IncompleteReadError:
-            return b""
-
-
-async def _serve_stdio(server: CollabServer, stdin: BinaryIO, stop: threading.Event) -> None:
-    loop = asyncio.get_running_loop()
-    stream = asyncio.StreamReader(limit=1 << 26)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), stdin)
-    await run_async(
-        stop_event=stop,
-        reader=_PipeReader(stream),
-        protocol=server.protocol,
-        logger=log,
-        error_handler=server.report_server_error,
-    )
-
-
-def serve_stdio(server: CollabServer) -> None:
-    """Run the server on stdin/stdout until the client goes away.
-
-    pygls's own ``start_io`` reads stdin through a thread pool, one hop per
-    header line and body (about 0.2 ms a message); an asyncio pipe reader
-    does not.
-    """
-    stop = server._stop_event = threading.Event()
-    server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
-    try:
-        asyncio.run(_serve_stdio(server, sys.stdin.buffer, stop))
-    except BrokenPipeError:
-        log.error("the editor closed the connection; stopping")
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.shutdown()  # type: ignore[no-untyped-call]
-
-
 def create_server(options: Options) -> CollabServer:
     """Build the server and register its LSP features."""
     server = CollabServer(options)
@@ -775,83 +442,8 @@ def create_server(options: Options) -> CollabServer:
     def status(ls: CollabServer, *args: Any) -> dict[str, Any]:
         return ls.status()
 
-    _register_presence(server)
+    # Imported here, not above: that module imports this one (see there).
+    from collab_ls.presence_features import register_presence
+
+    register_presence(server)
     return server
-
-
-def _register_presence(server: CollabServer) -> None:
-    """Presence features: cursor sources, inlay hints and the presence commands."""
-
-    # Stock clients never report their cursor, but these requests carry it.
-    @server.feature(types.TEXT_DOCUMENT_HOVER)
-    def hover(ls: CollabServer, params: types.HoverParams) -> None:
-        _record_position(ls, params.text_document.uri, params.position)
-
-    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_HIGHLIGHT)
-    def highlight(ls: CollabServer, params: types.DocumentHighlightParams) -> None:
-        _record_position(ls, params.text_document.uri, params.position)
-
-    @server.feature(types.TEXT_DOCUMENT_COMPLETION)
-    def completion(ls: CollabServer, params: types.CompletionParams) -> None:
-        _record_position(ls, params.text_document.uri, params.position)
-
-    @server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
-    def inlay_hint(ls: CollabServer, params: types.InlayHintParams) -> list[types.InlayHint]:
-        if ls.presence is None:
-            return []
-        r = params.range
-        hints = ls.presence.inlay_hints(
-            params.text_document.uri,
-            (r.start.line, r.start.character),
-            (r.end.line, r.end.character),
-        )
-        return [
-            types.InlayHint(
-                position=types.Position(line=pos[0], character=pos[1]),
-                label=name,
-                tooltip=f"{name}'s cursor (collab-ls)",
-                padding_left=True,
-                padding_right=True,
-            )
-            for pos, name, _colour in hints
-        ]
-
-    @server.command(CMD_PEERS)
-    def peers(ls: CollabServer, *args: Any) -> list[dict[str, Any]]:
-        return ls.presence.peers() if ls.presence else []
-
-    @server.command(CMD_FOLLOW)
-    def follow(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        name = _argument(args, "collab.follow: the name of the peer to follow")
-        if ls.presence is None:
-            raise FollowError("the session is not up")
-        return ls.presence.follow(name)
-
-    @server.command(CMD_UNFOLLOW)
-    def unfollow(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        return ls.presence.unfollow() if ls.presence else {"following": None}
-
-    @server.command(CMD_UNDO)
-    def undo(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        return ls.undo(_optional_argument(args), redo=False)
-
-    @server.command(CMD_REDO)
-    def redo(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        return ls.undo(_optional_argument(args), redo=True)
-
-    @server.command(CMD_OPEN_WITH_PEERS)
-    def open_with_peers(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        if len(args) == 1 and isinstance(args[0], list):
-            args = tuple(args[0])
-        on = not ls.open_with_peers if not args else args[0] is True or args[0] == "true"
-        ls.open_with_peers = on
-        if ls.presence is not None:
-            ls.presence.open_with_peers = on
-        return {"openWithPeers": on}
-
-    @server.command(CMD_CHAT)
-    def chat(ls: CollabServer, *args: Any) -> dict[str, Any]:
-        message = _argument(args, "collab.chat: the message")
-        if ls.presence is None:
-            raise ValueError("the session is not up")
-        return ls.presence.chat(message)
