@@ -295,6 +295,12 @@ def _id_at(text: pycrdt.Text, data: bytes, offset: int) -> tuple[int, int]:
     if data.isascii():
         return raw
     try:
+        # pycrdt is exact when its item holds only ASCII up to the offset: it
+        # then counts bytes that are UTF-16 units. The item starts at or after
+        # the bound, so ASCII from the bound on is enough (and cheap to check,
+        # unlike decoding the document's items, which is O(document)).
+        if data[_start_bound(text, data, offset, raw) : offset].isascii():
+            return raw
         return _exact_id(text, data, offset, raw)
     except Exception:  # an update this reader does not know: as pycrdt counts
         return raw
@@ -311,6 +317,13 @@ def _exact_offset(
     raw = _raw_offset(text, client, clock)
     if _raw_offset(text, client, clock, Assoc.BEFORE) == raw:
         return raw  # a deleted item: pycrdt counts no offset inside it, so is exact
+    # Exact too when the item holds only ASCII up to the character (bytes are
+    # units there); its start is at or after `raw - (clock - bound)`.
+    first = max(0, raw - (clock - _clock_bound(text, client, clock, raw)))
+    if raw <= len(data) and data[first:raw].isascii():
+        if before and raw < len(data):
+            raw += len(data[raw : raw + 4].decode("utf-8", "ignore")[:1].encode())
+        return raw
     doc = text.doc
     items = _doc_items(doc)
     lo = max(0, clock - len(data))  # a live item of this text is shorter than the text
