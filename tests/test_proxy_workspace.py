@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -177,3 +178,74 @@ async def test_host_leaving_gives_errors_not_hangs(
     # The guest keeps the shared text and can still type.
     guest.type("main.py", 0, "# still here\n")
     assert guest.buffers["main.py"].text.startswith("# still here\n")
+
+
+async def test_malformed_requests_from_a_peer_get_errors_and_the_session_survives(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """A hostile or broken peer speaking the RPC channel directly: clear errors, nothing lost."""
+    import json
+
+    import pycrdt
+
+    from collab_ls.relay_link import RelayLink
+    from collab_ls.session import Session
+
+    host, url, _ = await _host(tmp_path, editors)
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    answers: dict[int, Any] = {}
+
+    def on_rpc(sender: int, read_only: bool, payload: bytes) -> None:
+        message = json.loads(payload)
+        if "id" in message and "method" not in message:
+            answers[message["id"]] = message
+
+    async with RelayLink(doc, url, origin="raw", on_rpc=on_rpc) as link:
+        await link.wait_synced(20)
+        link.awareness.set_local_state({"user": {"name": "raw"}})
+        await eventually(lambda: Session(doc).host_info().get("state") == "running", what="host")
+        host_id = int(Session(doc).host_info()["client"])
+        hover = {
+            "textDocument": {"uri": "file:///etc/passwd"},
+            "position": {"line": 0, "character": 0},
+        }
+        frames: list[bytes] = [
+            b"\xff\xfe not json",
+            b"[1, 2, 3]",
+            b'{"id": {"nested": 1}, "method": "lsp"}',
+            json.dumps({"id": 1, "method": "lsp", "params": "junk"}).encode(),
+            json.dumps({"id": 2, "method": "lsp", "params": {"method": "shutdown"}}).encode(),
+            json.dumps(
+                {
+                    "id": 3,
+                    "method": "lsp",
+                    "params": {"method": "textDocument/hover", "params": hover},
+                }
+            ).encode(),
+            json.dumps(
+                {"id": 4, "method": "readFile", "params": {"path": "../../etc/passwd"}}
+            ).encode(),
+            json.dumps({"id": 5, "method": "readFile", "params": {"path": ".git/config"}}).encode(),
+            json.dumps({"id": 6, "method": "applyEdit", "params": {"edit": "junk"}}).encode(),
+            json.dumps({"id": 7, "method": "no/such/method", "params": None}).encode(),
+            json.dumps({"id": 8, "method": "readFile", "params": {"path": "lib.py"}}).encode(),
+        ]
+        for frame in frames:
+            assert link.send_rpc(host_id, frame)
+        await eventually(lambda: set(answers) >= set(range(1, 9)), what="an answer to each request")
+    for msg_id in range(1, 8):
+        error = answers[msg_id].get("error")
+        assert error and error["message"], (msg_id, answers[msg_id])
+    assert "outside" in answers[3]["error"]["message"]
+    assert answers[8]["result"]["text"] == LIB
+    # The host and its language server carry on: a real guest still gets answers.
+    guest_root = tmp_path / "guest"
+    guest_root.mkdir()
+    (guest_root / "lib.py").write_text(LIB)
+    (guest_root / "main.py").write_text(MAIN)
+    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", url)
+    guest.open("main.py")
+    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
+    assert host.buffers["main.py"].text == MAIN
