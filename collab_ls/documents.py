@@ -147,42 +147,40 @@ class EditorDocuments:
             log.info("%s: buffer replaced by the session's text", key)
 
     def _send_edit(self, binding: DocBinding, edit: OutgoingEdit) -> None:
-        params = types.ApplyWorkspaceEditParams(
-            label="collab-ls",
-            edit=types.WorkspaceEdit(
-                document_changes=[
-                    types.TextDocumentEdit(
-                        text_document=types.OptionalVersionedTextDocumentIdentifier(
-                            uri=binding.uri, version=edit.version
-                        ),
-                        edits=[
-                            types.TextEdit(
-                                range=types.Range(
-                                    start=types.Position(e.start_line, e.start_character),
-                                    end=types.Position(e.end_line, e.end_character),
-                                ),
-                                new_text=e.new_text,
-                            )
+        # Plain JSON, written and read without lsprotocol/cattrs: one of these
+        # goes out for every peer's keystroke.
+        params = {
+            "label": "collab-ls",
+            "edit": {
+                "documentChanges": [
+                    {
+                        "textDocument": {"uri": binding.uri, "version": edit.version},
+                        "edits": [
+                            {
+                                "range": {
+                                    "start": {"line": e.start_line, "character": e.start_character},
+                                    "end": {"line": e.end_line, "character": e.end_character},
+                                },
+                                "newText": e.new_text,
+                            }
                             for e in edit.edits
                         ],
-                    )
+                    }
                 ]
-            ),
-        )
+            },
+        }
         self._server._spawn(self._await_edit(binding, edit.edit_id, params))
 
-    async def _await_edit(
-        self, binding: DocBinding, edit_id: int, params: types.ApplyWorkspaceEditParams
-    ) -> None:
+    async def _await_edit(self, binding: DocBinding, edit_id: int, params: dict[str, Any]) -> None:
         try:
-            result = await self._server.workspace_apply_edit_async(params)
-            applied = bool(result.applied)
+            result = await self._server.language.request("workspace/applyEdit", params)
+            applied = isinstance(result, dict) and result.get("applied") is True
             if not applied:
                 log.info(
                     "%s: edit %d not applied (%s); will resend",
                     binding.key,
                     edit_id,
-                    result.failure_reason,
+                    result.get("failureReason") if isinstance(result, dict) else result,
                 )
         except Exception as exc:
             log.warning("%s: applyEdit %d failed: %s", binding.key, edit_id, exc)

@@ -204,12 +204,13 @@ class LanguageShell:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
     async def request(self, method: str, params: Any) -> Any:
+        """A request to the editor, as plain JSON; its raw result (RpcError on an error)."""
         msg_id = f"{EDITOR_ID_PREFIX}{next(self._editor_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._editor_pending[msg_id] = future
         self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         try:
-            return await asyncio.wait_for(future, 60.0)
+            return await future
         finally:
             self._editor_pending.pop(msg_id, None)
 
