@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from collab_ls.linetext import LineText
-from collab_ls.units import Encoding, units_len
+from collab_ls.units import Encoding, PositionError, index_to_units, units_len, units_to_index
 
 __all__ = [
     "STANDARD_LEGEND", "OutsideRoot", "RootMap", "convert_positions", "convert_semantic_tokens",
@@ -496,3 +496,48 @@ def remap_token_legend(
                 new_mods |= bit
         out.append((line, start, length, new_type, new_mods))
     return _encode_tokens(out)
+
+
+def convert_signature_offsets(result: Any, src: Encoding, dst: Encoding) -> Any:
+    """A ``SignatureHelp`` whose ``[start, end]`` parameter labels count ``dst`` units.
+
+    Parameter labels may be offsets into their signature's label, counted in
+    the position encoding; out-of-range or mid-character offsets are clamped
+    to the label and snapped back to a character start.
+    """
+    if src == dst or not isinstance(result, dict):
+        return result
+    signatures = result.get("signatures")
+    if not isinstance(signatures, list):
+        return result
+
+    def convert(label: str, units: int) -> int:
+        total = units_len(label, src)
+        units = max(0, min(units, total))
+        while True:
+            try:
+                return index_to_units(label, units_to_index(label, units, src), dst)
+            except PositionError:
+                units -= 1
+
+    out_sigs: list[Any] = []
+    for sig in signatures:
+        if not isinstance(sig, dict) or not isinstance(sig.get("label"), str):
+            out_sigs.append(sig)
+            continue
+        params = sig.get("parameters")
+        if not isinstance(params, list):
+            out_sigs.append(sig)
+            continue
+        new_params: list[Any] = []
+        for p in params:
+            lab = p.get("label") if isinstance(p, dict) else None
+            if (
+                isinstance(lab, list)
+                and len(lab) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in lab)
+            ):
+                p = {**p, "label": [convert(sig["label"], lab[0]), convert(sig["label"], lab[1])]}
+            new_params.append(p)
+        out_sigs.append({**sig, "parameters": new_params})
+    return {**result, "signatures": out_sigs}

@@ -38,6 +38,7 @@ from collab_ls.lsp_json import (
     RootMap,
     convert_positions,
     convert_semantic_tokens,
+    convert_signature_offsets,
     remap_token_legend,
     uris_in,
 )
@@ -250,6 +251,8 @@ class GuestProxy:
                 src=info.encoding,
                 dst=self.encoding,
             )
+        if method == "textDocument/signatureHelp":
+            result = convert_signature_offsets(result, info.encoding, self.encoding)
         if method in ("textDocument/codeAction", "codeAction/resolve"):
             result = _host_actions(result)
         return result

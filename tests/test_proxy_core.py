@@ -289,3 +289,28 @@ def test_server_sees_what_the_session_holds(
     versions = [p["textDocument"]["version"] for m, p in sent]
     assert versions == sorted(versions)
     docs.stop()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="ab(),中😀é ", max_size=20),
+    st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=4),
+    st.sampled_from(list(Encoding)),
+    st.sampled_from(list(Encoding)),
+)
+def test_signature_label_offsets_follow_the_encoding(
+    label: str, spans: list[tuple[int, int]], src: Encoding, dst: Encoding
+) -> None:
+    """Parameter labels given as offsets name the same characters after conversion."""
+    from collab_ls.lsp_json import convert_signature_offsets
+    from collab_ls.units import index_to_units
+
+    spans = [(min(a, b, len(label)), min(max(a, b), len(label))) for a, b in spans]
+    params = [
+        {"label": [index_to_units(label, a, src), index_to_units(label, b, src)]} for a, b in spans
+    ]
+    help_ = {"signatures": [{"label": label, "parameters": params}], "activeSignature": 0}
+    out = convert_signature_offsets(help_, src, dst)
+    got = [p["label"] for p in out["signatures"][0]["parameters"]]
+    assert got == [[index_to_units(label, a, dst), index_to_units(label, b, dst)] for a, b in spans]
+    assert help_["signatures"][0]["parameters"] == params  # input untouched
