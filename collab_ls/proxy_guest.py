@@ -149,6 +149,11 @@ class HostInfo:
         except (TypeError, ValueError):
             caps = {}
         self.capabilities: dict[str, Any] = caps if isinstance(caps, dict) else {}
+        try:
+            registered = json.loads(raw.get("registrations") or "[]")
+        except (TypeError, ValueError):
+            registered = []
+        self.registered = {m for m in registered if isinstance(m, str)}
 
     @property
     def legend(self) -> dict[str, Any] | None:
@@ -157,8 +162,14 @@ class HostInfo:
         return legend if isinstance(legend, dict) else None
 
     def serves(self, method: str) -> bool:
+        """Whether the host's server has the feature, statically or registered since."""
         key = CAPABILITY.get(method)
-        return key is None or bool(self.capabilities.get(key))
+        if key is None or self.capabilities.get(key):
+            return True
+        # A registration names a request method or a feature (semantic tokens).
+        if key in {CAPABILITY.get(m) for m in self.registered}:
+            return True
+        return method in self.registered or any(method.startswith(m + "/") for m in self.registered)
 
 
 class GuestProxy:

@@ -160,6 +160,7 @@ class HostProxy:
         self._restarts: list[float] = []
         self._restart_task: asyncio.Task[None] | None = None
         self._on_state: list[Callable[[str], None]] = []
+        self._registered: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -282,6 +283,8 @@ class HostProxy:
             self._set_state("failed")
             return
         assert self._process is not None
+        self._registered.clear()
+        self._session.host["registrations"] = "[]"
         self._process.notify("initialized", {})
         if self.docs is not None:
             self.docs.reopen()
@@ -326,6 +329,8 @@ class HostProxy:
         self._editor.notify(method, params)
 
     async def _server_request(self, method: str, params: Any) -> Any:
+        if method in ("client/registerCapability", "client/unregisterCapability"):
+            self._track_registrations(method, params)
         if method == "workspace/applyEdit":
             edit = params.get("edit") if isinstance(params, dict) else None
             try:
@@ -335,6 +340,20 @@ class HostProxy:
                 return {"applied": False, "failureReason": str(exc)}
             return {"applied": True}
         return await self._editor.request(method, params)
+
+    def _track_registrations(self, method: str, params: Any) -> None:
+        """Dynamic registrations, published so guests know what the server serves."""
+        key = "registrations" if method == "client/registerCapability" else "unregisterations"
+        entries = params.get(key) if isinstance(params, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            if method == "client/registerCapability" and isinstance(entry.get("method"), str):
+                self._registered[entry["id"]] = entry["method"]
+            else:
+                self._registered.pop(entry["id"], None)
+        if self.docs is not None:
+            self._session.host["registrations"] = json.dumps(sorted(set(self._registered.values())))
 
     def _apply(self, edit: Any) -> None:
         if self.edits is None:

@@ -438,3 +438,19 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
         ),
         what="the second edit at both",
     )
+    # Formatting, which the server registered dynamically (not in its initialize
+    # result), is served to the guest too, and its edit converges.
+    edits = await guest.client.text_document_formatting_async(
+        types.DocumentFormattingParams(
+            text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+            options=types.FormattingOptions(tab_size=4, insert_spaces=True),
+        )
+    )
+    assert edits == []
+    formatted = "F" + (2 * header + MAIN)[1:]
+    await eventually(
+        lambda: (
+            guest.buffers["main.py"].text == formatted and host.buffers["main.py"].text == formatted
+        ),
+        what="the dynamically registered formatting at both",
+    )
