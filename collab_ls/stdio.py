@@ -1,19 +1,23 @@
 """The stdio plumbing: the language server on stdin/stdout, read through asyncio.
 
 :func:`serve_stdio` owns the event loop, as pygls's ``start_io`` would, but
-reads stdin through an asyncio pipe (:class:`_PipeReader`) rather than a
-thread pool.
+reads stdin through an asyncio pipe rather than a thread pool, and parses a
+``didChange`` (most messages: one a keystroke) as plain JSON straight into its
+handler, without pygls's per-object hook; everything else goes through pygls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import sys
 import threading
 from typing import TYPE_CHECKING, BinaryIO
 
-from pygls.io_ import StdoutWriter, run_async
+from pygls.exceptions import JsonRpcException
+from pygls.io_ import StdoutWriter
 
 if TYPE_CHECKING:
     from collab_ls.server import CollabServer
@@ -23,33 +27,55 @@ __all__ = ["serve_stdio"]
 log = logging.getLogger("collab_ls")
 
 
-class _PipeReader:
-    """pygls's async reader interface over an asyncio stream (no thread hop per read)."""
+_CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d+)\s*$", re.IGNORECASE)
+_DID_CHANGE = b'"textDocument/didChange"'
 
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self._stream = stream
 
-    async def readline(self) -> bytes:
-        return await self._stream.readline()
-
-    async def readexactly(self, n: int) -> bytes:
+async def _read_messages(
+    server: CollabServer, stream: asyncio.StreamReader, stop: threading.Event
+) -> None:
+    """LSP framing on ``stream``; ``didChange`` goes straight to its handler."""
+    protocol = server.protocol
+    length = 0
+    while not stop.is_set():
+        header = await stream.readline()
+        if not header:
+            break
+        match = _CONTENT_LENGTH.match(header)
+        if match:
+            length = int(match.group(1))
+            continue
+        if header.strip() or not length:
+            continue  # another header (Content-Type), or a blank line with no length yet
         try:
-            return await self._stream.readexactly(n)
+            body = await stream.readexactly(length)
         except asyncio.IncompleteReadError:
-            return b""
+            break
+        length = 0
+        try:
+            if _DID_CHANGE in body and not protocol._shutdown:
+                data = json.loads(body)
+                if (
+                    isinstance(data, dict)
+                    and data.get("method") == "textDocument/didChange"
+                    and "id" not in data
+                ):
+                    try:
+                        server.documents.did_change(data.get("params"))
+                    except Exception:
+                        log.exception("failed to handle a didChange")
+                    continue
+            protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
+        except Exception as exc:
+            log.exception("unable to handle a message of %d bytes", len(body))
+            server.report_server_error(exc, JsonRpcException)
 
 
 async def _serve_stdio(server: CollabServer, stdin: BinaryIO, stop: threading.Event) -> None:
     loop = asyncio.get_running_loop()
     stream = asyncio.StreamReader(limit=1 << 26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), stdin)
-    await run_async(
-        stop_event=stop,
-        reader=_PipeReader(stream),
-        protocol=server.protocol,
-        logger=log,
-        error_handler=server.report_server_error,
-    )
+    await _read_messages(server, stream, stop)
 
 
 def serve_stdio(server: CollabServer) -> None:
