@@ -5,7 +5,8 @@ tmux server and is driven with ``tmux send-keys`` (``M-x collab-ls-join``,
 typing). A timer in the test's init file writes the buffer's text, the
 prompts Emacs asked (``y-or-n-p``/``yes-or-no-p`` are recorded, and answered
 "no", so a prompt would block nothing silently but fail the test) and the
-echo area's recent messages as JSON every 50 ms.
+echo area's recent messages as JSON every 50 ms. The command line
+collab-ls.el starts collab-ls with is read from /proc (Emacs's child process).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 import pytest
 
 from tests.nvim_driver import COLLAB_LS, REPO, Fleet, fleet, make_project, wait_until
-from tests.test_e2e_vim import Tmux, require_binary
+from tests.test_e2e_vim import (
+    PYLSP,
+    Tmux,
+    assert_shares_language_server,
+    collab_ls_process,
+    require_binary,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -54,7 +61,7 @@ class Emacs:
         self.log_file = workdir / f"{name}-collab-ls.log"
         self.tmux = Tmux(name, workdir)
 
-    def start(self, rel: str) -> Emacs:
+    def start(self, rel: str, init_extra: str = "") -> Emacs:
         self.workdir.mkdir(parents=True, exist_ok=True)
         init = self.workdir / f"{self.name}-init.el"
         dump = _elisp_string(str(self.dump_file))
@@ -87,7 +94,7 @@ class Emacs:
             "         (coding-system-for-write 'utf-8-unix))\n"
             f'    (with-temp-file (concat {dump} ".tmp") (insert (json-serialize state)))\n'
             f'    (rename-file (concat {dump} ".tmp") {dump} t)))\n'
-            "(run-with-timer 0.05 0.05 #'collab-test-dump)\n"
+            "(run-with-timer 0.05 0.05 #'collab-test-dump)\n" + init_extra
         )
         self.tmux.start([self.binary, "-nw", "-q", "-l", str(init), rel], self.root)
         wait_until(self.state, 15, f"{self.name}: Emacs started")
@@ -204,3 +211,81 @@ def test_emacs_joins_a_neovim_session_and_both_type(
     wait_until(lambda: (emacs.state() or {}).get("overlays", 0) > 0 or None, 15, "peer overlays")
     assert "Traceback" not in emacs.log(), emacs.log()[-3000:]
     assert "newer than edits" not in host.messages()
+
+
+def _elisp_list(items: list[str]) -> str:
+    return "(list " + " ".join(_elisp_string(i) for i in items) + ")"
+
+
+def test_emacs_shares_its_language_server_and_joins_into_a_workspace(
+    editors: tuple[Fleet, list[Emacs]], tmp_path: Path
+) -> None:
+    """`collab-ls-language-server' goes last, after `--', on share only;
+    C-u M-x collab-ls-join joins with `--workspace DIR' and shares under DIR."""
+    _, emacsen = editors
+    root = make_project(tmp_path / "lshost", {REL: INITIAL})
+    (root / ".git").mkdir()  # the shared root (else: the file's folder)
+    host = Emacs("lshost", root, tmp_path / "work")
+    emacsen.append(host.start(REL, f"(setq collab-ls-language-server {_elisp_list(PYLSP)})\n"))
+    host.mx("collab-ls-share")
+
+    def shared_url() -> str | None:
+        url = (host.state() or {}).get("url")
+        return url if isinstance(url, str) and url else None
+
+    url = wait_until(shared_url, 20, "the Emacs host has the join URL")
+    assert_shares_language_server(host.tmux.pid(), PYLSP, "the Emacs host")
+
+    # A guest with no checkout: its Emacs is elsewhere, the project goes into `mirror`.
+    elsewhere = make_project(tmp_path / "elsewhere", {"scratch.txt": "not shared\n"})
+    mirror = tmp_path / "mirror" / "project"  # created by collab-ls.el
+    guest = Emacs("lsguest", elsewhere, tmp_path / "work")
+    # Ignored when joining: a guest's requests go to the host's server.
+    emacsen.append(
+        guest.start("scratch.txt", '(setq collab-ls-language-server (list "no-such-server"))\n')
+    )
+
+    def prompt(text: str) -> bool | None:
+        rows = guest.tmux.screen().rstrip("\n").split("\n")
+        return True if rows and text in rows[-1] else None
+
+    # C-u M-x collab-ls-join: the URL, then the directory (its default input cleared).
+    guest.tmux.keys("C-g")
+    guest.tmux.keys("C-u")
+    guest.tmux.keys("M-x")
+    wait_until(lambda: prompt("M-x"), 15, "the C-u M-x prompt")
+    guest.tmux.literal("collab-ls-join")
+    guest.tmux.keys("Enter")
+    wait_until(lambda: prompt("Join URL:"), 15, "the join URL prompt")
+    guest.tmux.literal(url)
+    guest.tmux.keys("Enter")
+    wait_until(lambda: prompt("Mirror the host"), 15, "the directory prompt")
+    guest.tmux.keys("C-a", "C-k")
+    guest.tmux.literal(str(mirror))
+    guest.tmux.keys("Enter")
+
+    found = wait_until(lambda: collab_ls_process(guest.tmux.pid()), 10, "the guest's collab-ls")
+    args = found[1]
+    assert "--" not in args and "no-such-server" not in args, args
+    join = args.index("--join")
+    assert args[join : join + 4] == ["--join", url, "--workspace", str(mirror)], args
+    # The host's tree is mirrored into the directory, and files there are shared.
+    wait_until(
+        lambda: ((mirror / REL).is_file() and (mirror / REL).read_text() == INITIAL) or None,
+        20,
+        "the host's file mirrored into the guest's workspace",
+    )
+    target = _elisp_string(str(mirror / REL))
+    guest.mx("eval-expression", f"(progn (setq collab-test-file {target}) (find-file {target}))")
+    wait_until(
+        lambda: ((s := guest.state()) and s["managed"] and s["text"] == INITIAL) or None,
+        20,
+        "the guest's mirrored file is managed by collab-ls",
+    )
+    host.tmux.keys("M-<")
+    host.tmux.literal("host: ")
+    wait_until(lambda: guest.text() == "host: " + INITIAL or None, 15, "host -> mirrored guest")
+    for emacs in (host, guest):
+        state = emacs.state()
+        assert state is not None and state["prompts"] == [], state
+        assert "Traceback" not in emacs.log(), emacs.log()[-3000:]

@@ -5,6 +5,8 @@ Vim (Debian's ``vim``) runs in a tmux server of its own and is driven with
 the test's vimrc writes ``getline(1, '$')`` and the plugin's state as JSON
 every 50 ms. The Neovim is driven with tests/nvim_driver.py and runs
 editor-configs/neovim. A missing binary fails with the package to install.
+The command line the plugin starts collab-ls with is read from /proc (the
+editor's child process), as the kernel has it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 VIM_CONFIG = REPO / "editor-configs" / "vim"
 REL = "notes/today.txt"
 INITIAL = "# shared notes\nthe line: |\nlast line 中文\n"
+PYLSP = [sys.executable, "-m", "pylsp"]
 
 
 def require_binary(name: str, package: str) -> str:
@@ -78,6 +82,11 @@ class Tmux:
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", self.session).stdout
 
+    def pid(self) -> int:
+        """The pid of the program in the pane (it was exec'd by the pane's shell)."""
+        out = self.run("display-message", "-p", "-t", self.session, "#{pane_pid}").stdout
+        return int(out.strip())
+
     def close(self) -> None:
         # Kills the private tmux server, and with it what runs in it.
         self.run("kill-server")
@@ -85,6 +94,47 @@ class Tmux:
 
 def _sh(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The live child processes of ``pid``: their pid and argv, from /proc."""
+    found: dict[int, list[str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            raw = (proc / "cmdline").read_bytes() if ppid == pid else b""
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if raw:
+            found[int(proc.name)] = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+    return found
+
+
+def collab_ls_process(editor_pid: int) -> tuple[int, list[str]] | None:
+    """The collab-ls the editor started: its pid and its arguments (after the program)."""
+    for pid, argv in child_processes(editor_pid).items():
+        # A console script: [python, .../collab-ls, args...] (or the script itself first).
+        for i, arg in enumerate(argv[:2]):
+            if Path(arg).name == "collab-ls":
+                return pid, argv[i + 1 :]
+    return None
+
+
+def assert_shares_language_server(editor_pid: int, server: list[str], what: str) -> None:
+    """The editor's collab-ls runs ``--share ... -- SERVER`` and has started SERVER."""
+    found = wait_until(lambda: collab_ls_process(editor_pid), 10, f"{what}: collab-ls running")
+    pid, args = found
+    assert args[-len(server) - 1 :] == ["--", *server], args
+    assert "--share" in args[: -len(server) - 1] and args.count("--") == 1, args
+    # collab-ls took the command as the server's: that server runs as its child.
+    wait_until(
+        lambda: server in child_processes(pid).values() or None,
+        15,
+        f"{what}: collab-ls started {' '.join(server)}",
+    )
 
 
 class Vim:
@@ -104,7 +154,7 @@ class Vim:
         self.log_file = workdir / f"{name}-collab-ls.log"
         self.tmux = Tmux(name, workdir)
 
-    def start(self, rel: str) -> Vim:
+    def start(self, rel: str, vimrc_extra: str = "") -> Vim:
         self.workdir.mkdir(parents=True, exist_ok=True)
         vimrc = self.workdir / f"{self.name}-vimrc"
         cmd = [str(COLLAB_LS), "--log-file", str(self.log_file)]
@@ -122,7 +172,7 @@ class Vim:
             f"  call rename({json.dumps(str(self.dump_file))} . '.tmp', "
             f"{json.dumps(str(self.dump_file))})\n"
             "endfunction\n"
-            "call timer_start(50, 'CollabTestDump', {'repeat': -1})\n"
+            "call timer_start(50, 'CollabTestDump', {'repeat': -1})\n" + vimrc_extra
         )
         self.tmux.start([self.binary, "-N", "-u", str(vimrc), "-i", "NONE", rel], self.root)
         wait_until(self.state, 10, f"{self.name}: Vim started")
@@ -294,3 +344,54 @@ def test_neovim_joins_vim_and_sees_peer_cursors(
     vim.command("w")
     wait_until(lambda: (vim.root / REL).read_text() == final or None, 10, "Vim wrote the file")
     assert not (vim.state() or {}).get("errmsg")
+
+
+def test_vim_shares_its_language_server_and_joins_into_a_workspace(
+    editors: tuple[Fleet, list[Vim]], tmp_path: Path
+) -> None:
+    """g:collab_language_server goes last, after `--`, on :CollabShare only;
+    `:CollabJoin {url} {dir}` joins with `--workspace dir` and shares under dir."""
+    _, vims = editors
+    host = Vim("lshost", make_project(tmp_path / "lshost", {REL: INITIAL}), tmp_path / "work")
+    vims.append(host.start(REL, f"let g:collab_language_server = {json.dumps(PYLSP)}\n"))
+    host.command("CollabShare")
+    url = wait_until(
+        lambda: ((host.state() or {}).get("info") or {}).get("url") or None,
+        20,
+        "the Vim host shows the join URL",
+    )
+    assert_shares_language_server(host.tmux.pid(), PYLSP, "the Vim host")
+
+    # A guest with no checkout: its Vim is elsewhere, the project goes into `mirror`.
+    elsewhere = make_project(tmp_path / "elsewhere", {"scratch.txt": "not shared\n"})
+    mirror = tmp_path / "mirror" / "project"  # created by the plugin
+    guest = Vim("lsguest", elsewhere, tmp_path / "work")
+    # Ignored when joining: a guest's requests go to the host's server.
+    vims.append(guest.start("scratch.txt", "let g:collab_language_server = ['no-such-server']\n"))
+    guest.command(f"CollabJoin {url} {mirror}")
+    found = wait_until(lambda: collab_ls_process(guest.tmux.pid()), 10, "the guest's collab-ls")
+    args = found[1]
+    assert "--" not in args and "no-such-server" not in args, args
+    join = args.index("--join")
+    assert args[join : join + 4] == ["--join", url, "--workspace", str(mirror)], args
+    state = wait_until(
+        lambda: (s := guest.state()) and s["info"]["ready"] and s,
+        20,
+        "the guest's collab-ls initialized",
+    )
+    assert state["info"]["root"] == str(mirror) and state["info"]["documents"] == [], state
+    # The host's tree is mirrored into the directory, and files there are shared.
+    wait_until(
+        lambda: ((mirror / REL).is_file() and (mirror / REL).read_text() == INITIAL) or None,
+        20,
+        "the host's file mirrored into the guest's workspace",
+    )
+    guest.command(f"edit {mirror / REL}")
+    guest.wait_ready()
+    wait_until(lambda: guest.text() == INITIAL or None, 10, "the guest Vim shows the session text")
+    host.tmux.keys("Escape", "g", "g", "I")
+    host.tmux.literal("host: ")
+    host.tmux.keys("Escape")
+    wait_until(lambda: guest.text() == "host: " + INITIAL or None, 15, "host -> mirrored guest")
+    for vim in (host, guest):
+        _expect_clean(vim)

@@ -9,9 +9,14 @@
 ;; others edit the same files at the same time.
 ;;
 ;;   M-x collab-ls-share       host a session (the join URL is shown and copied)
-;;   M-x collab-ls-join URL    join a session
+;;   M-x collab-ls-join URL    join a session (C-u: into an empty folder,
+;;                             `--workspace', with no checkout of the project)
 ;;   M-x collab-ls-follow      follow a peer (collab-ls's collab.follow)
 ;;   M-x collab-ls-unfollow, collab-ls-chat, collab-ls-status, collab-ls-stop
+;;
+;; With `collab-ls-language-server' set, e.g. to ("pylsp"), `collab-ls-share'
+;; shares that language server: collab-ls runs it on the host and you and
+;; every guest get its hover, completion, definition and the rest.
 ;;
 ;; What this changes in eglot, for the collab-ls server only (its own
 ;; `collab-ls-server' class):
@@ -54,6 +59,14 @@
 (defcustom collab-ls-name nil
   "Your name in the session (collab-ls --name); nil for the OS user."
   :type '(choice (const nil) string))
+
+(defcustom collab-ls-language-server nil
+  "The language server `collab-ls-share' shares with the guests, or nil.
+A command with its arguments, e.g. (\"pylsp\") or (\"clangd\" \"--background-index\"):
+collab-ls runs it on the host and answers you and every guest with it
+(`collab-ls --share ... -- pylsp'; it goes last, after `--').
+`collab-ls-join' ignores it: a guest's requests go to the host's server."
+  :type '(choice (const :tag "None" nil) (repeat :tag "Command" string)))
 
 (defcustom collab-ls-change-delay 0.05
   "Idle seconds before eglot sends changes (`eglot-send-changes-idle-time')."
@@ -315,8 +328,21 @@ else their working directory)."
         (locate-dominating-file default-directory ".git")
         default-directory))))
 
-(defun collab-ls--start (args role)
-  "Start collab-ls with mode ARGS for the current project, as ROLE."
+(defun collab-ls--language-server ()
+  "`collab-ls-language-server' as a list of strings (nil if unset or malformed)."
+  (let ((ls collab-ls-language-server))
+    (when (stringp ls) (setq ls (list ls)))
+    (cond ((null ls) nil)
+          ((and (proper-list-p ls)
+                (cl-every (lambda (a) (and (stringp a) (not (string-empty-p a)))) ls))
+           ls)
+          (t (display-warning
+              'collab-ls
+              "`collab-ls-language-server' must be a command like (\"pylsp\"); ignored")
+             nil))))
+
+(defun collab-ls--start (args role &optional root)
+  "Start collab-ls with mode ARGS as ROLE, for the current project or ROOT."
   (when (and collab-ls--server (jsonrpc-running-p collab-ls--server))
     (user-error "collab: already %s; M-x collab-ls-stop first"
                 (if (eq collab-ls--role 'host) "sharing" "joined")))
@@ -325,7 +351,8 @@ else their working directory)."
                 collab-ls-program))
   (setq eglot-confirm-server-initiated-edits nil
         eglot-send-changes-idle-time collab-ls-change-delay)
-  (let* ((root (collab-ls--project-root))
+  (let* ((root (if root (file-name-as-directory (expand-file-name root))
+                 (collab-ls--project-root)))
          (default-directory root)
          (project (cons 'transient root))
          (modes (delete-dups
@@ -333,11 +360,14 @@ else their working directory)."
                          (cl-loop for b in (buffer-list)
                                   when (collab-ls--under-root-p (buffer-file-name b))
                                   collect (buffer-local-value 'major-mode b)))))
+         (server (and (eq role 'host) (collab-ls--language-server)))
          (contact (append (list collab-ls-program) collab-ls-extra-args args
-                          (and collab-ls-name (list "--name" collab-ls-name)))))
+                          (and collab-ls-name (list "--name" collab-ls-name))
+                          ;; Last: everything after `--' is the server's command line.
+                          (and server (cons "--" server)))))
     (setq collab-ls--root root
           collab-ls--role role
-          collab-ls-url (and (eq role 'guest) (car (last args))))
+          collab-ls-url (and (eq role 'guest) (cadr (member "--join" args))))
     (add-hook 'find-file-hook #'collab-ls--adopt-mode -50)
     (add-hook 'eglot-managed-mode-hook #'collab-ls--managed-hook)
     ;; Every buffer under the root belongs to one project, for eglot.
@@ -395,11 +425,23 @@ Errors are shown in the echo area."
                     'host))
 
 ;;;###autoload
-(defun collab-ls-join (url)
-  "Join the session at URL."
-  (interactive (list (read-string "Join URL: ")))
+(defun collab-ls-join (url &optional workspace)
+  "Join the session at URL.
+With WORKSPACE (a directory; asked for with a prefix argument), join with no
+checkout of the project: `collab-ls --join URL --workspace WORKSPACE' mirrors
+the host's project into WORKSPACE (created if needed), which is the shared root."
+  (interactive
+   (list (read-string "Join URL: ")
+         (and current-prefix-arg
+              (read-directory-name "Mirror the host's project into: "))))
   (when (string-empty-p url) (user-error "collab: the URL the host shared is needed"))
-  (collab-ls--start (list "--join" url) 'guest))
+  (if (not (and workspace (not (string-empty-p workspace))))
+      (collab-ls--start (list "--join" url) 'guest)
+    (let ((dir (expand-file-name workspace)))
+      ;; collab-ls would create it, but it is the process's working directory.
+      (make-directory dir t)
+      (collab-ls--start (list "--join" url "--workspace" (directory-file-name dir))
+                        'guest dir))))
 
 (defun collab-ls-follow (name)
   "Follow the peer called NAME."

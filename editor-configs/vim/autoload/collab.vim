@@ -23,6 +23,12 @@
 "   g:collab_cmd                 command list, default ['collab-ls']
 "   g:collab_name                your name in the session (--name)
 "   g:collab_position_encodings  offered encodings, default ['utf-32', 'utf-8']
+"   g:collab_language_server     with :CollabShare, the language server to share
+"                                with the guests, e.g. ['pylsp']: appended last,
+"                                as `-- pylsp` (ignored by :CollabJoin)
+"
+" :CollabJoin {url} [dir]: with dir, `--workspace dir` (a guest with no
+" checkout: the host's project is mirrored into dir, which is then the root).
 
 let s:job = v:null
 let s:ch = v:null
@@ -75,6 +81,20 @@ endfunction
 function! s:path_from_uri(uri) abort
   let p = substitute(a:uri, '^file://', '', '')
   return substitute(p, '%\(\x\x\)', '\=eval(''"\x'' . submatch(1) . ''"'')', 'g')
+endfunction
+
+" g:collab_language_server as a command list ([] when unset or bad).
+function! s:language_server() abort
+  let ls = s:cfg('language_server', [])
+  if type(ls) == v:t_string
+    let ls = ls ==# '' ? [] : [ls]
+  endif
+  if type(ls) != v:t_list
+        \ || !empty(filter(copy(ls), 'type(v:val) != v:t_string || v:val ==# ""'))
+    call s:say("collab: g:collab_language_server must be a command like ['pylsp']; ignored", 'warn')
+    return []
+  endif
+  return copy(ls)
 endfunction
 
 function! s:project_root() abort
@@ -203,7 +223,9 @@ endfunction
 
 " --------------------------------------------------------------- lifecycle
 
-function! s:start(args, role) abort
+" Start collab-ls with the mode `args` as `role`; an optional third argument
+" is the root to use instead of the project root (a --workspace directory).
+function! s:start(args, role, ...) abort
   if s:running()
     call s:say(printf('collab: already %s %s; :CollabStop first',
           \ s:role ==# 'host' ? 'sharing' : 'joined to', s:url !=# '' ? s:url : s:root), 'warn')
@@ -221,7 +243,14 @@ function! s:start(args, role) abort
   if s:cfg('name', '') !=# ''
     let cmd += ['--name', g:collab_name]
   endif
-  let s:root = s:project_root()
+  if a:role ==# 'host'
+    let ls = s:language_server()
+    if !empty(ls)
+      " Last: everything after `--` is the language server's command line.
+      let cmd += ['--'] + ls
+    endif
+  endif
+  let s:root = a:0 && a:1 !=# '' ? a:1 : s:project_root()
   let s:role = a:role
   let s:ready = 0
   let s:stopping = 0
@@ -842,12 +871,27 @@ function! collab#share(relay) abort
   return s:start(args, 'host')
 endfunction
 
-function! collab#join(url) abort
+" collab#join(url [, dir]): with dir, `--workspace dir`, and dir is the root.
+function! collab#join(url, ...) abort
   if a:url ==# ''
     call s:say('collab: :CollabJoin needs the URL the host shared', 'error')
     return 0
   endif
-  let ok = s:start(['--join', a:url], 'guest')
+  if a:0 > 1
+    call s:say('collab: :CollabJoin {url} [dir]: one directory at most (escape spaces with \)', 'error')
+    return 0
+  endif
+  let args = ['--join', a:url]
+  let root = ''
+  if a:0 && a:1 !=# ''
+    let root = substitute(fnamemodify(a:1, ':p'), '.\zs/\+$', '', '')
+    if !isdirectory(root)
+      " collab-ls would create it, but the job starts in it.
+      call mkdir(root, 'p')
+    endif
+    let args += ['--workspace', root]
+  endif
+  let ok = s:start(args, 'guest', root)
   if ok
     let s:url = a:url
   endif

@@ -14,7 +14,7 @@ if v:version < 900 || !has('job') || !has('channel') || !has('textprop')
 endif
 
 command! -nargs=? CollabShare call collab#share(<q-args>)
-command! -nargs=1 CollabJoin call collab#join(<q-args>)
+command! -nargs=+ -complete=dir CollabJoin call collab#join(<f-args>)
 command! -nargs=1 CollabFollow call collab#follow(<q-args>)
 command! -nargs=0 CollabUnfollow call collab#unfollow()
 command! -nargs=+ CollabChat call collab#chat(<q-args>)

@@ -16,6 +16,7 @@ import {
   SessionStatus,
   chatLine,
   decorationsByUri,
+  languageServerCommand,
   parseJoinArgument,
   peerDecorations,
   redactUrl,
@@ -85,9 +86,19 @@ async function start(mode: { share: true; relay?: string } | { join: string }): 
   await stop();
   const config = vscode.workspace.getConfiguration('collab');
   const command = config.get<string>('path') || 'collab-ls';
+  let languageServer: string[] | undefined;
+  if ('share' in mode) {
+    try {
+      languageServer = languageServerCommand(config.get<unknown>('languageServer'));
+    } catch (err) {
+      // Share anyway, without it: editing together does not need it.
+      void vscode.window.showWarningMessage(`collab: ${err instanceof Error ? err.message : String(err)}; ignored`);
+    }
+  }
   const args = serverArgs(mode, {
     name: config.get<string>('name') || undefined,
     logFile: config.get<string>('logFile') || undefined,
+    languageServer,
   });
   const serverOptions: ServerOptions = {
     command,

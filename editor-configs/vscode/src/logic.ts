@@ -205,10 +205,33 @@ export function statusText(s: SessionStatus | null): string {
   return `${icon} collab ${s.role}${link}: ${peers}${follow}`;
 }
 
-/** The `collab-ls` arguments for sharing or joining. */
+/**
+ * The `collab.languageServer` setting as a command (`['pylsp']`), or `undefined`
+ * when unset. A string is a one-word command; anything else that is not a
+ * non-empty list of non-empty strings is an error, with a message saying so.
+ */
+export function languageServerCommand(value: unknown): string[] | undefined {
+  if (value === undefined || value === null || value === '') {
+    return undefined;
+  }
+  const command = typeof value === 'string' ? [value] : value;
+  if (Array.isArray(command) && command.length === 0) {
+    return undefined;
+  }
+  if (!Array.isArray(command) || !command.every((a) => typeof a === 'string' && a.length > 0)) {
+    throw new Error(`collab.languageServer must be a command like ["pylsp"], not ${JSON.stringify(value)}`);
+  }
+  return [...command];
+}
+
+/**
+ * The `collab-ls` arguments for sharing or joining. When sharing, the language
+ * server command goes last, after `--` (collab-ls takes everything after it as
+ * the server's command line); joining never passes one.
+ */
 export function serverArgs(
   mode: { share: true; relay?: string } | { join: string },
-  opts: { name?: string; logFile?: string } = {},
+  opts: { name?: string; logFile?: string; languageServer?: string[] } = {},
 ): string[] {
   const args = 'join' in mode ? ['--join', mode.join] : ['--share', ...(mode.relay ? ['--relay', mode.relay] : [])];
   if (opts.name) {
@@ -216,6 +239,9 @@ export function serverArgs(
   }
   if (opts.logFile) {
     args.push('--log-file', opts.logFile);
+  }
+  if ('share' in mode && opts.languageServer && opts.languageServer.length > 0) {
+    args.push('--', ...opts.languageServer);
   }
   return args;
 }

@@ -5,6 +5,7 @@ import {
   JoinUrlError,
   chatLine,
   decorationsByUri,
+  languageServerCommand,
   parseJoinArgument,
   parseJoinUrl,
   peerDecorations,
@@ -146,7 +147,7 @@ describe('peerDecorations', () => {
   });
 });
 
-describe('statusText, serverArgs, chatLine', () => {
+describe('statusText, serverArgs, languageServerCommand, chatLine', () => {
   it('shows role, link and peers', () => {
     assert.equal(statusText(null), '$(broadcast) collab: off');
     assert.equal(statusText({ role: 'host', connected: true, peers: 1 }), '$(broadcast) collab host: 1 peer');
@@ -160,6 +161,38 @@ describe('statusText, serverArgs, chatLine', () => {
     assert.deepEqual(serverArgs({ share: true }), ['--share']);
     assert.deepEqual(serverArgs({ share: true, relay: 'ws://r:1' }, { name: 'ann' }), ['--share', '--relay', 'ws://r:1', '--name', 'ann']);
     assert.deepEqual(serverArgs({ join: 'ws://h:1/r?secret=s' }, { logFile: '/tmp/l' }), ['--join', 'ws://h:1/r?secret=s', '--log-file', '/tmp/l']);
+  });
+
+  it('puts the shared language server last, after --, and only when sharing', () => {
+    assert.deepEqual(serverArgs({ share: true }, { languageServer: ['pylsp'] }), ['--share', '--', 'pylsp']);
+    // Its own options stay after `--` (they are the server's, not collab-ls's).
+    assert.deepEqual(
+      serverArgs(
+        { share: true, relay: 'ws://r:1' },
+        { name: 'ann', logFile: '/tmp/l', languageServer: ['clangd', '--background-index', '--log=verbose'] },
+      ),
+      ['--share', '--relay', 'ws://r:1', '--name', 'ann', '--log-file', '/tmp/l', '--', 'clangd', '--background-index', '--log=verbose'],
+    );
+    assert.deepEqual(serverArgs({ share: true }, { languageServer: [] }), ['--share']);
+    // A guest's requests go to the host's server: joining never passes one.
+    const join = serverArgs({ join: 'ws://h:1/r?secret=s' }, { name: 'bo', languageServer: ['pylsp'] });
+    assert.deepEqual(join, ['--join', 'ws://h:1/r?secret=s', '--name', 'bo']);
+    assert.ok(!join.includes('--'));
+  });
+
+  it('reads the collab.languageServer setting', () => {
+    assert.deepEqual(languageServerCommand(['python3', '-m', 'pylsp']), ['python3', '-m', 'pylsp']);
+    assert.deepEqual(languageServerCommand('pylsp'), ['pylsp']);
+    for (const unset of [undefined, null, '', []]) {
+      assert.equal(languageServerCommand(unset), undefined);
+    }
+    for (const bad of [['pylsp', ''], ['pylsp', 3], { command: 'pylsp' }, 42]) {
+      assert.throws(() => languageServerCommand(bad), /collab\.languageServer must be a command like \["pylsp"\]/);
+    }
+    // A copy: changing the result does not change the setting's value.
+    const value = ['pylsp'];
+    languageServerCommand(value)?.push('x');
+    assert.deepEqual(value, ['pylsp']);
   });
 
   it('shows others\' chat, not one\'s own', () => {
