@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +77,23 @@ class HostTree:
             self._task = None
 
     async def _loop(self) -> None:
+        delay = self._interval
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(delay)
+            started = time.perf_counter()
             try:
                 await self.scan()
             except Exception:
                 self._log.exception("scanning %s failed", self._root)
+            # A big tree is scanned less often: scanning takes at most ~5% of the time.
+            delay = max(self._interval, 20 * (time.perf_counter() - started))
 
     async def scan(self) -> None:
         """Scan once and publish what changed."""
-        tree = await asyncio.to_thread(scan_tree, self._root, self._limits)
+        # Files unchanged since the last scan are not read again (binary sniffing).
+        tree = await asyncio.to_thread(
+            partial(scan_tree, self._root, self._limits, previous=self._files)
+        )
         files = dict(tree.files)
         diff = diff_trees(self._files, files)
         if not (diff.added or diff.removed or diff.changed):
