@@ -314,3 +314,23 @@ def test_signature_label_offsets_follow_the_encoding(
     got = [p["label"] for p in out["signatures"][0]["parameters"]]
     assert got == [[index_to_units(label, a, dst), index_to_units(label, b, dst)] for a, b in spans]
     assert help_["signatures"][0]["parameters"] == params  # input untouched
+
+
+def test_command_line_of_the_shared_language_server(capsys: pytest.CaptureFixture[str]) -> None:
+    from collab_ls.options import parse_args
+
+    opts = parse_args(["--share", "--name", "ann", "--", "pylsp", "--log-file", "x", "-v"])
+    assert opts.server_command == ("pylsp", "--log-file", "x", "-v")
+    assert opts.name == "ann" and opts.log_file is None  # flags after -- are the server's
+    assert parse_args(["--share"]).server_command == ()
+    url = "ws://127.0.0.1:1/room?secret=s"
+    opts = parse_args(["--join", url, "--workspace", "/tmp/w", "--request-timeout", "2.5"])
+    assert opts.workspace == Path("/tmp/w") and opts.request_timeout == 2.5
+    for bad, why in (
+        (["--join", url, "--", "pylsp"], "goes with --share"),
+        (["--share", "--workspace", "/tmp/w"], "--workspace goes with --join"),
+        (["--join", url, "--request-timeout", "0"], "must be positive"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+        assert why in capsys.readouterr().err

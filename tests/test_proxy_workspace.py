@@ -249,3 +249,29 @@ async def test_malformed_requests_from_a_peer_get_errors_and_the_session_survive
     guest.open("main.py")
     assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
     assert host.buffers["main.py"].text == MAIN
+
+
+async def test_a_server_that_cannot_start_leaves_editing_intact(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """A wrong server command: a clear error on the host, editing works, guests get no answers."""
+    host = LspEditor("host", _host_project(tmp_path), "neovim")
+    editors.append(host)
+    await host.start("--share", "--", "no-such-language-server-xyz")
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    assert any("could not start no-such-language-server-xyz" in m for m in host.messages)
+    host.open("main.py")
+    url = await host.command("collab.shareUrl")
+    guest_root = tmp_path / "guest"
+    guest_root.mkdir()
+    (guest_root / "main.py").write_text("stale\n")
+    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", url)
+    guest.open("main.py")
+    await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
+    assert await _hover(guest, "main.py", 2, 12) is None  # no server: the LSP "nothing"
+    guest.type("main.py", 0, "# typed\n")
+    await eventually(
+        lambda: host.buffers["main.py"].text == "# typed\n" + MAIN, what="editing still works"
+    )
