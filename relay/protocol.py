@@ -16,7 +16,8 @@ Every websocket message is one binary frame holding one message::
     RPC (100), relay to client = varUint(from) varUint(flags) varUint8Array(payload)
 
 ``varUint`` is the unsigned LEB128 integer of lib0, ``varUint8Array`` a varUint
-length followed by that many bytes and ``varString`` a varUint8Array of UTF-8.
+length followed by that many bytes and ``varString`` a varUint8Array of UTF-8
+(:mod:`relay.lib0` reads and writes them).
 Types 0 to 3 are what Yjs' ``y-websocket`` provider and server speak, so
 standard Yjs clients interoperate with the relay.
 
@@ -54,6 +55,16 @@ from typing import Any
 import pycrdt
 from pycrdt import YSyncMessageType as SyncMessageType
 
+from relay.lib0 import MAX_VAR_UINT as MAX_VAR_UINT  # re-exported: tests import it from here
+from relay.lib0 import (
+    ProtocolError,
+    Reader,
+    check_var_uint,
+    write_var_bytes,
+    write_var_string,
+    write_var_uint,
+)
+
 __all__ = [
     "MAX_CLOSE_REASON_BYTES",
     "AuthDenied",
@@ -87,8 +98,6 @@ __all__ = [
     "validate_update",
 ]
 
-#: Largest integer accepted in a varUint (lib0 itself stops at 2**53 - 1).
-MAX_VAR_UINT = 2**64 - 1
 #: The longest close reason the websocket protocol allows, in UTF-8 bytes.
 MAX_CLOSE_REASON_BYTES = 123
 #: The update of an empty document, sent by peers that have nothing new.
@@ -135,10 +144,6 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4408
     RATE_LIMITED = 4429
     FULL = 4503
-
-
-class ProtocolError(ValueError):
-    """A message that is not valid y-websocket; the text says what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,65 +258,6 @@ Message = (
 )
 
 
-class _Reader:
-    """A bounds-checked reader over one message."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = data
-        self._pos = 0
-        self._what = what
-
-    def var_uint(self, field: str) -> int:
-        value = 0
-        shift = 0
-        start = self._pos
-        while True:
-            if self._pos >= len(self._data):
-                raise ProtocolError(
-                    f"truncated {self._what}: {field} ends at byte {start}"
-                    if self._pos == start
-                    else f"truncated {self._what}: unterminated varint for {field} at byte {start}"
-                )
-            byte = self._data[self._pos]
-            self._pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift >= 70:
-                raise ProtocolError(
-                    f"bad {self._what}: varint for {field} at byte {start} too long"
-                )
-        if value > MAX_VAR_UINT:
-            raise ProtocolError(f"bad {self._what}: varint for {field} at byte {start} too large")
-        return value
-
-    def var_bytes(self, field: str) -> bytes:
-        start = self._pos
-        length = self.var_uint(f"length of {field}")
-        end = self._pos + length
-        if end > len(self._data):
-            raise ProtocolError(
-                f"truncated {self._what}: {field} at byte {start} claims {length} bytes, "
-                f"only {len(self._data) - self._pos} left"
-            )
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def var_string(self, field: str) -> str:
-        raw = self.var_bytes(field)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"bad {self._what}: {field} is not UTF-8 ({exc.reason})") from None
-
-    def end(self) -> None:
-        extra = len(self._data) - self._pos
-        if extra:
-            raise ProtocolError(f"bad {self._what}: {extra} trailing bytes after the message")
-
-
 def parse_message(data: bytes, *, from_relay: bool = False) -> Message:
     """Parse one y-websocket message, checking it completely.
 
@@ -331,7 +277,7 @@ def parse_message(data: bytes, *, from_relay: bool = False) -> Message:
     """
     if not data:
         raise ProtocolError("empty message")
-    reader = _Reader(bytes(data), "message")
+    reader = Reader(bytes(data), "message")
     kind = reader.var_uint("message type")
     message: Message
     if kind == MessageType.SYNC:
@@ -385,7 +331,7 @@ def parse_state_vector(state_vector: bytes) -> dict[int, int]:
     Raises:
         ProtocolError: If it is malformed.
     """
-    reader = _Reader(state_vector, "state vector")
+    reader = Reader(state_vector, "state vector")
     count = reader.var_uint("entry count")
     clocks: dict[int, int] = {}
     for _ in range(count):
@@ -426,7 +372,7 @@ def parse_awareness_update(payload: bytes) -> tuple[AwarenessEntry, ...]:
     Raises:
         ProtocolError: If it is malformed or a state is not JSON.
     """
-    reader = _Reader(payload, "awareness update")
+    reader = Reader(payload, "awareness update")
     count = reader.var_uint("entry count")
     entries: list[AwarenessEntry] = []
     for _ in range(count):
@@ -504,15 +450,13 @@ def encode_awareness_update(entries: Iterable[AwarenessEntry]) -> bytes:
     Returns:
         The payload, to wrap with :func:`encode_awareness`.
     """
-    encoder = pycrdt.Encoder()
     items = list(entries)
-    encoder.write_var_uint(len(items))
+    chunks = [write_var_uint(len(items))]
     for entry in items:
-        encoder.write_var_uint(entry.client_id)
-        encoder.write_var_uint(entry.clock)
-        raw = entry.state_json.encode("utf-8")
-        encoder.stream.append(pycrdt.write_var_uint(len(raw)) + raw)
-    return encoder.to_bytes()
+        chunks.append(write_var_uint(entry.client_id))
+        chunks.append(write_var_uint(entry.clock))
+        chunks.append(write_var_string(entry.state_json))
+    return b"".join(chunks)
 
 
 def encode_auth_denied(reason: str) -> bytes:
@@ -524,11 +468,10 @@ def encode_auth_denied(reason: str) -> bytes:
     Returns:
         The message.
     """
-    raw = reason.encode("utf-8")
     return (
-        pycrdt.write_var_uint(MessageType.AUTH)
-        + pycrdt.write_var_uint(_AUTH_PERMISSION_DENIED)
-        + pycrdt.write_message(raw)
+        write_var_uint(MessageType.AUTH)
+        + write_var_uint(_AUTH_PERMISSION_DENIED)
+        + write_var_string(reason)
     )
 
 
@@ -538,7 +481,7 @@ def encode_query_awareness() -> bytes:
     Returns:
         The message.
     """
-    return pycrdt.write_var_uint(MessageType.QUERY_AWARENESS)
+    return write_var_uint(MessageType.QUERY_AWARENESS)
 
 
 def encode_rpc(to: int, payload: bytes) -> bytes:
@@ -554,12 +497,8 @@ def encode_rpc(to: int, payload: bytes) -> bytes:
     Raises:
         ValueError: If ``to`` is not a varUint (0 to 2**64 - 1).
     """
-    _check_var_uint("to", to)
-    return (
-        pycrdt.write_var_uint(MessageType.RPC)
-        + pycrdt.write_var_uint(to)
-        + pycrdt.write_message(bytes(payload))
-    )
+    check_var_uint("to", to)
+    return write_var_uint(MessageType.RPC) + write_var_uint(to) + write_var_bytes(bytes(payload))
 
 
 def encode_rpc_delivery(sender: int, flags: RpcFlags | int, payload: bytes) -> bytes:
@@ -576,13 +515,13 @@ def encode_rpc_delivery(sender: int, flags: RpcFlags | int, payload: bytes) -> b
     Raises:
         ValueError: If ``sender`` or ``flags`` is not a varUint.
     """
-    _check_var_uint("sender", sender)
-    _check_var_uint("flags", int(flags))
+    check_var_uint("sender", sender)
+    check_var_uint("flags", int(flags))
     return (
-        pycrdt.write_var_uint(MessageType.RPC)
-        + pycrdt.write_var_uint(sender)
-        + pycrdt.write_var_uint(int(flags))
-        + pycrdt.write_message(bytes(payload))
+        write_var_uint(MessageType.RPC)
+        + write_var_uint(sender)
+        + write_var_uint(int(flags))
+        + write_var_bytes(bytes(payload))
     )
 
 
@@ -602,13 +541,4 @@ def close_reason(text: str) -> str:
 
 
 def _sync_message(sub: SyncMessageType, payload: bytes) -> bytes:
-    return (
-        pycrdt.write_var_uint(MessageType.SYNC)
-        + pycrdt.write_var_uint(sub)
-        + pycrdt.write_message(payload)
-    )
-
-
-def _check_var_uint(name: str, value: int) -> None:
-    if not 0 <= value <= MAX_VAR_UINT:
-        raise ValueError(f"{name} must be between 0 and 2**64 - 1, not {value}")
+    return write_var_uint(MessageType.SYNC) + write_var_uint(sub) + write_var_bytes(payload)
