@@ -1,26 +1,17 @@
 """The language server's connection to a relay: keeps a pycrdt Doc in sync.
 
 :class:`RelayLink` speaks the y-websocket protocol (:mod:`relay.protocol`)
-with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
+with a relay at ``ws[s]://host:port/<room>?secret=<secret>`` (parsed by
+:mod:`collab_ls.relay_urls`). What it says and answers on each connection
+(the sync handshake, updates both ways, read-only links, awareness and RPC
+messages) is :class:`~collab_ls.relay_sync.DocSync`'s, documented there; the
+link owns the connection:
 
-* On every (re)connection it sends SyncStep1 (its state vector) and answers
-  the relay's SyncStep1 with SyncStep2, so edits made while offline reach the
-  relay and edits made elsewhere reach the doc. The link is CONNECTED once the
-  relay's SyncStep2 has been applied.
-* Remote updates are applied inside ``doc.transaction(origin=origin)``, so
-  observers of the doc can tell remote changes by their origin.
-* Every local transaction (origin other than ``origin``) is sent as a sync
-  Update through a queue drained by one sender task. While disconnected, and
-  until the relay's SyncStep1 is answered, nothing is queued: the updates
-  stay in the doc and the handshake's SyncStep2 carries them.
+* The link is CONNECTED once the relay's SyncStep2 has been applied.
 * A dropped connection is retried with exponential backoff and jitter. A
   relay closing with 4403 (wrong or revoked secret, removed by the host) or
   4405 (a change sent on a read-only link) is final: status REFUSED, until
   :meth:`RelayLink.set_url` gives a new URL.
-* Read-only links (``read_only=True``, by default when the URL carries the
-  ``access=read-only`` hint): remote updates are applied, local changes stay
-  local and are never sent; the relay's SyncStep1 is answered with an empty
-  update. The relay enforces read-only by itself whatever a client sends.
 * Several relay nodes (a relay scaled out on Redis, ``collab-relay --redis``):
   ``url`` may be a comma-separated list of URLs, and/or ``fallback_urls``
   gives more, all for the same room. The link connects to the first; when a
@@ -31,18 +22,6 @@ with a relay at ``ws[s]://host:port/<room>?secret=<secret>``:
   its room and query over to every fallback node.
 * ``wss://`` URLs verify the relay's certificate and host name, against the
   system's CAs or ``ca_file``.
-* Awareness (presence) is a ``pycrdt.Awareness`` for the doc: local changes
-  are sent, remote ones applied, remote states dropped on disconnect. The
-  local state is queued right after SyncStep1 on every connection, before
-  anything else the link sends, so the relay knows the link's client id
-  (:attr:`RelayLink.client_id`) before its first RPC message. On a
-  reconnection it goes with a newer clock: the relay, which may not have
-  noticed yet that the old connection is dead, then owns the state by the new
-  one and removes nothing when it drops the old one.
-* RPC messages (:mod:`relay.protocol`, type 100): :meth:`RelayLink.send_rpc`
-  sends opaque bytes to one peer (by its awareness client id) or to every
-  other peer; each one received is handed to ``on_rpc(from_id, read_only,
-  payload)``, where the relay stamped ``from_id`` and ``read_only``.
 * Pings: every ``ping_interval`` seconds; a relay that does not answer within
   ``ping_timeout`` seconds (its machine or the network gone) is dropped at
   once and the link reconnects, instead of waiting for TCP to give up.
@@ -60,34 +39,29 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
 
 import pycrdt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from relay import protocol
+from collab_ls.relay_sync import DocSync
+from collab_ls.relay_urls import (
+    RelayLinkError,
+    RelayUrl,
+    RelayUrlError,
+    _on_node,
+    parse_relay_url,
+    parse_relay_urls,
+)
 from relay.keepalive import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     check_ping_settings,
     ping_until_silent,
 )
-from relay.links import ACCESS_HINT_PARAM, SECRET_PARAM
-from relay.protocol import (
-    AuthDenied,
-    AwarenessMessage,
-    CloseCode,
-    ProtocolError,
-    QueryAwareness,
-    RpcDelivery,
-    SyncStep1,
-    SyncStep2,
-    SyncUpdate,
-)
+from relay.protocol import CloseCode, RpcDelivery
 from relay.service import Service
 from relay.tls import client_ssl_context
 
@@ -122,14 +96,6 @@ class LinkStatus(enum.Enum):
     CLOSED = "closed"
 
 
-class RelayLinkError(Exception):
-    """Base class of the relay link's errors."""
-
-
-class RelayUrlError(RelayLinkError, ValueError):
-    """The relay URL is malformed."""
-
-
 class RelayRefusedError(RelayLinkError):
     """The relay refused the connection (wrong or missing secret)."""
 
@@ -140,109 +106,6 @@ class SyncTimeoutError(RelayLinkError, TimeoutError):
 
 class LinkClosedError(RelayLinkError):
     """The link was stopped (or never started)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RelayUrl:
-    """A parsed relay URL.
-
-    Attributes:
-        url: The URL as given.
-        scheme: ``ws`` or ``wss``.
-        host: The host name or address.
-        port: The port (the scheme's default when absent).
-        room: The room id (the unquoted path without its leading ``/``).
-        secret: The room secret.
-        read_only: Whether the URL carries the ``access=read-only`` hint.
-    """
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    room: str
-    secret: str
-    read_only: bool = False
-
-    @property
-    def redacted(self) -> str:
-        """The URL without its secret, for logs and status messages."""
-        return f"{self.scheme}://{self.host}:{self.port}/{self.room}"
-
-
-def parse_relay_url(url: str) -> RelayUrl:
-    """Parse and check a relay URL.
-
-    Args:
-        url: ``ws://host[:port]/<room>?secret=<secret>`` (or ``wss://``).
-
-    Returns:
-        The parsed URL.
-
-    Raises:
-        RelayUrlError: If the scheme is not ws/wss, or the host, the room or
-            the ``secret`` query parameter is missing.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise RelayUrlError(f"bad relay URL {url!r}: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise RelayUrlError(
-            f"bad relay URL {url!r}: the scheme must be ws:// or wss://, not {parts.scheme!r}"
-        )
-    if not parts.hostname:
-        raise RelayUrlError(f"bad relay URL {url!r}: no host")
-    room = unquote(parts.path.lstrip("/"))
-    if not room:
-        raise RelayUrlError(f"bad relay URL {url!r}: no room (expected ws://host:port/<room>)")
-    query = parse_qs(parts.query)
-    secrets = query.get(SECRET_PARAM)
-    if not secrets or not secrets[0]:
-        raise RelayUrlError(f"bad relay URL {url!r}: no secret (expected ?secret=...)")
-    if port is None:
-        port = 443 if parts.scheme == "wss" else 80
-    read_only = query.get(ACCESS_HINT_PARAM, [""])[0] == "read-only"
-    return RelayUrl(url, parts.scheme, parts.hostname, port, room, secrets[0], read_only)
-
-
-def parse_relay_urls(urls: str, fallback_urls: Sequence[str] = ()) -> list[RelayUrl]:
-    """Parse a comma-separated list of relay URLs and more fallbacks, all of one room.
-
-    Args:
-        urls: One URL, or several separated by commas.
-        fallback_urls: More URLs.
-
-    Returns:
-        The parsed URLs, in order, without duplicates.
-
-    Raises:
-        RelayUrlError: If a URL is malformed, there is none, or they name
-            different rooms.
-    """
-    texts = [u.strip() for u in urls.split(",") if u.strip()]
-    texts += [u.strip() for u in fallback_urls if u.strip()]
-    if not texts:
-        raise RelayUrlError("no relay URL")
-    parsed: list[RelayUrl] = []
-    for text in dict.fromkeys(texts):
-        url = parse_relay_url(text)
-        if parsed and url.room != parsed[0].room:
-            raise RelayUrlError(
-                f"relay URLs name different rooms ({parsed[0].room!r} and {url.room!r}): "
-                "fallback URLs are other nodes of the same relay"
-            )
-        parsed.append(url)
-    return parsed
-
-
-def _on_node(url: RelayUrl, node: RelayUrl) -> RelayUrl:
-    """``url``'s room and query (secret) on ``node``'s scheme, host and port."""
-    parts = urlsplit(url.url)
-    host = f"[{node.host}]" if ":" in node.host else node.host
-    query = f"?{parts.query}" if parts.query else ""
-    return parse_relay_url(f"{node.scheme}://{host}:{node.port}{parts.path}{query}")
 
 
 class _ContextLogger(logging.LoggerAdapter[logging.Logger]):
@@ -322,9 +185,6 @@ class RelayLink(Service):
         self._ssl: ssl.SSLContext | None = None
         if any(u.scheme == "wss" for u in self._urls) or ca_file is not None:
             self._ssl = client_ssl_context(ca_file)
-        self._doc = doc
-        self._origin = origin
-        self._origin_hash = hash(origin)
         self._on_status = on_status
         self._log = _ContextLogger(
             logger or logging.getLogger(__name__), {"relay": self._url.redacted}
@@ -343,14 +203,19 @@ class RelayLink(Service):
         self._refused: str | None = None
         self._was_started = False
         self._stopped = False
-        self._out: asyncio.Queue[bytes] | None = None
-        self._answered = False
-        # Connections opened so far.
-        self._sessions = 0
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._doc_sub: pycrdt.Subscription | None = None
-        self._awareness_sub: str | None = None
+        self._sync = DocSync(
+            doc,
+            self.awareness,
+            origin=origin,
+            read_only=self._read_only,
+            log=self._log,
+            awareness_origin=self,
+            on_step2=self._on_step2,
+            on_denied=self._on_denied,
+            on_rpc=self._on_rpc_message,
+        )
 
     @property
     def url(self) -> RelayUrl:
@@ -388,16 +253,7 @@ class RelayLink(Service):
             Whether it was queued: False when no connection is open (nothing
             is kept for later) or ``to`` is not an unsigned 64-bit integer.
         """
-        out = self._out
-        if out is None:
-            return False
-        try:
-            message = protocol.encode_rpc(to, payload)
-        except (TypeError, ValueError) as exc:
-            self._log.warning("not sending an RPC message: %s", exc)
-            return False
-        out.put_nowait(message)
-        return True
+        return self._sync.send_rpc(to, payload)
 
     def set_url(self, url: str) -> None:
         """Use another URL from the next connection on (after a secret was rotated).
@@ -454,8 +310,7 @@ class RelayLink(Service):
         if self._was_started:
             raise RelayLinkError("relay link already started (a RelayLink runs once)")
         self._was_started = True
-        self._doc_sub = self._doc.observe(self._on_transaction)
-        self._awareness_sub = self.awareness.observe(self._on_awareness)
+        self._sync.observe()
         self._tasks.append(asyncio.create_task(self._run(), name="relay-link"))
         self._tasks.append(asyncio.create_task(self._renew_awareness(), name="relay-awareness"))
 
@@ -475,12 +330,7 @@ class RelayLink(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._doc_sub is not None:
-            self._doc.unobserve(self._doc_sub)
-            self._doc_sub = None
-        if self._awareness_sub is not None:
-            self.awareness.unobserve(self._awareness_sub)
-            self._awareness_sub = None
+        self._sync.unobserve()
         self._set_status(LinkStatus.CLOSED, "stopped")
 
     async def wait_synced(self, timeout: float) -> None:  # noqa: ASYNC109 (API: bounded by design)
@@ -561,31 +411,21 @@ class RelayLink(Service):
 
     async def _session(self, ws: ClientConnection) -> str:
         out: asyncio.Queue[bytes] = asyncio.Queue()
-        out.put_nowait(protocol.encode_sync_step1(self._doc.get_state()))
-        local = self.awareness.get_local_state()
-        if local is not None:
-            if self._sessions and self.awareness.meta[self.client_id]["clock"] > 0:
-                # Reconnected: announce a newer clock than the old connection
-                # did. The relay may not have noticed yet that the old one is
-                # dead; it then makes this connection the state's owner, and
-                # dropping the old one later removes nothing for the others.
-                self.awareness.set_local_state(local)
-            out.put_nowait(self._local_awareness_message())
-        self._sessions += 1
-        self._ws, self._out = ws, out
-        self._answered = False
+        self._sync.open(out)
+        self._ws = ws
         sender = asyncio.create_task(self._send_loop(ws, out), name="relay-link-sender")
         silent = asyncio.Event()
         pinger = asyncio.create_task(self._watch_pings(ws, silent), name="relay-link-pings")
         try:
             async for data in ws:
-                if not self._on_message(data, out):
+                if not self._sync.receive(data, out):
                     await ws.close()
                     break
         except ConnectionClosed:
             pass
         finally:
-            self._ws = self._out = None
+            self._ws = None
+            self._sync.detach()
             sender.cancel()
             pinger.cancel()
             try:
@@ -596,7 +436,7 @@ class RelayLink(Service):
                 self._log.exception("sending to the relay failed")
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await pinger
-            self._drop_remote_awareness()
+            self._sync.drop_remote_awareness()
         if silent.is_set():
             return f"the relay did not answer a ping within {self._ping_timeout:g} s"
         code, why = ws.close_code, ws.close_reason
@@ -619,46 +459,16 @@ class RelayLink(Service):
         # A closing handshake would wait for a relay that no longer answers.
         ws.transport.abort()
 
-    # Incoming
+    # From the sync
 
-    def _on_message(self, data: str | bytes, out: asyncio.Queue[bytes]) -> bool:
-        """Handle one message; returns False when the connection must end."""
-        if isinstance(data, str):
-            self._log.warning("skipping a text message from the relay (%d chars)", len(data))
-            return True
-        try:
-            message = protocol.parse_message(data, from_relay=True)
-        except ProtocolError as exc:
-            self._log.warning("skipping a malformed message from the relay: %s", exc)
-            return True
-        if isinstance(message, SyncStep1):
-            if self._read_only:
-                out.put_nowait(protocol.encode_sync_step2(protocol.EMPTY_UPDATE))
-            else:
-                update = self._doc.get_update(message.state_vector)
-                out.put_nowait(protocol.encode_sync_step2(update))
-            self._answered = True
-        elif isinstance(message, SyncStep2 | SyncUpdate):
-            self._apply_remote(message.update)
-            if isinstance(message, SyncStep2) and not self._synced:
-                self._synced = True
-                self._log.info("synced with the relay")
-                self._set_status(LinkStatus.CONNECTED, f"synced with {self._url.redacted}")
-        elif isinstance(message, AwarenessMessage):
-            try:
-                self.awareness.apply_awareness_update(message.update, origin=self)
-            except Exception:
-                self._log.exception("awareness update from the relay failed")
-        elif isinstance(message, QueryAwareness):
-            ids = list(self.awareness.states)
-            payload = self.awareness.encode_awareness_update(ids)
-            out.put_nowait(protocol.encode_awareness(payload))
-        elif isinstance(message, RpcDelivery):
-            self._on_rpc_message(message)
-        elif isinstance(message, AuthDenied):
-            self._refused = message.reason or "permission denied"
-            return False
-        return True
+    def _on_step2(self) -> None:
+        if not self._synced:
+            self._synced = True
+            self._log.info("synced with the relay")
+            self._set_status(LinkStatus.CONNECTED, f"synced with {self._url.redacted}")
+
+    def _on_denied(self, reason: str) -> None:
+        self._refused = reason
 
     def _on_rpc_message(self, message: RpcDelivery) -> None:
         handler = self.on_rpc
@@ -668,55 +478,6 @@ class RelayLink(Service):
             handler(message.sender, message.read_only, message.payload)
         except Exception:
             self._log.exception("on_rpc callback failed (RPC message from %d)", message.sender)
-
-    def _apply_remote(self, update: bytes) -> None:
-        if update == protocol.EMPTY_UPDATE:
-            return
-        try:
-            with self._doc.transaction(origin=self._origin):
-                self._doc.apply_update(update)
-        except Exception:
-            # Either pycrdt refused the update (possibly after applying part
-            # of it; the relay trial-applies updates so this should not
-            # happen) or an observer of the doc failed after it was applied.
-            # The next handshake re-syncs by state vector.
-            self._log.exception("applying an update from the relay failed")
-
-    # Outgoing
-
-    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
-        # Runs inside the transaction's commit: must not raise (pycrdt would
-        # re-raise it in whoever committed) and must not touch the doc.
-        out = self._out
-        if (
-            out is None
-            or self._read_only
-            or not self._answered
-            or _origin_hash(event) == self._origin_hash
-        ):
-            # Before the relay's SyncStep1 is answered, the answer (SyncStep2)
-            # will carry this update. Sending it earlier would reach the relay
-            # before the edits it depends on, where pycrdt keeps it pending
-            # and leaves it out of what late joiners receive.
-            return
-        update = event.update
-        if update != protocol.EMPTY_UPDATE:
-            out.put_nowait(protocol.encode_sync_update(update))
-
-    def _on_awareness(self, topic: str, change: tuple[dict[str, Any], Any]) -> None:
-        out = self._out
-        if out is None or topic != "update" or change[1] != "local":
-            return
-        out.put_nowait(self._local_awareness_message())
-
-    def _local_awareness_message(self) -> bytes:
-        payload = self.awareness.encode_awareness_update([self.awareness.client_id])
-        return protocol.encode_awareness(payload)
-
-    def _drop_remote_awareness(self) -> None:
-        others = [cid for cid in self.awareness.states if cid != self.awareness.client_id]
-        if others:
-            self.awareness.remove_awareness_states(others, origin=self)
 
     async def _renew_awareness(self) -> None:
         # Yjs peers forget a state not renewed for 30 s; pycrdt's Awareness
@@ -732,11 +493,3 @@ class RelayLink(Service):
                 self._on_status(status, reason)
             except Exception:
                 self._log.exception("on_status callback failed")
-
-
-def _origin_hash(event: pycrdt.TransactionEvent) -> int | None:
-    # pycrdt 0.14 gives observers the raw transaction as ``event.transaction``
-    # (missing from its type stubs); ``origin()`` returns the hash of the
-    # Python origin the transaction was created with, or None.
-    origin = cast(Any, event).transaction.origin()
-    return None if origin is None else int(origin)
