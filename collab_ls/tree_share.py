@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 SCAN_INTERVAL = 2.0
 """Seconds between two scans of the host's folder."""
 FETCH_TIMEOUT = 30.0
+FETCHERS = 8
+"""Files fetched from the host at once."""
 
 
 class HostTree:
@@ -212,22 +214,30 @@ class GuestTree:
             await self._wake.wait()
             self._wake.clear()
             todo = [k for k in self.mirror.needs_fetch() if not self._is_open(k)]
-            if not todo:
-                continue
-            await self._report("begin", f"fetching {len(todo)} files from the host", 0)
-            done = 0
-            for key in todo:
+            if todo:
+                await self._fetch_all(todo)
+
+    async def _fetch_all(self, todo: list[str]) -> None:
+        """Fetch ``todo`` with a few requests in flight (they hide the relay's round trips)."""
+        await self._report("begin", f"fetching {len(todo)} files from the host", 0)
+        pending = iter(todo)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for key in pending:  # one shared iterator: each key is taken by one worker
                 try:
-                    if self.mirror.is_placeholder(key):
+                    if self.mirror.is_placeholder(key) and not self._is_open(key):
                         await self._fetch(key)
                 except (RpcError, TreeError, OSError) as exc:
                     self._log.warning("could not fetch %s: %s", key, exc)
                 done += 1
                 if done % 20 == 0 or done == len(todo):
-                    await self._report(
-                        "report", f"{done}/{len(todo)} files", 100 * done // len(todo)
-                    )
-            await self._report("end", f"{done} files from the host", None)
+                    percentage = 100 * done // len(todo)
+                    await self._report("report", f"{done}/{len(todo)} files", percentage)
+
+        await asyncio.gather(*(worker() for _ in range(min(FETCHERS, len(todo)))))
+        await self._report("end", f"{done} files from the host", None)
 
     async def _report(self, kind: str, message: str, percentage: int | None) -> None:
         if self._progress is None:
