@@ -22,6 +22,10 @@ link owns the connection:
   its room and query over to every fallback node.
 * ``wss://`` URLs verify the relay's certificate and host name, against the
   system's CAs or ``ca_file``.
+* In-process: a host whose relay is embedded in its own process gives
+  ``connect`` (:meth:`relay.server.Relay.connect_local`), and every
+  connection is then an in-memory one (:mod:`relay.local`) instead of a
+  loopback websocket; everything above stays the same.
 * Pings: every ``ping_interval`` seconds; a relay that does not answer within
   ``ping_timeout`` seconds (its machine or the network gone) is dropped at
   once and the link reconnects, instead of waiting for TCP to give up.
@@ -38,12 +42,12 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pycrdt
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from collab_ls.relay_sync import DocSync
@@ -61,11 +65,13 @@ from relay.keepalive import (
     check_ping_settings,
     ping_until_silent,
 )
+from relay.local import RelayConnection
 from relay.protocol import CloseCode, RpcDelivery
 from relay.service import Service
 from relay.tls import client_ssl_context
 
 __all__ = [
+    "Connector",
     "LinkClosedError",
     "LinkStatus",
     "RelayLink",
@@ -84,6 +90,9 @@ _OPEN_TIMEOUT = 10.0
 
 #: Called as ``on_rpc(from_id, read_only, payload)`` for each RPC message received.
 RpcHandler = Callable[[int, bool, bytes], None]
+
+#: Opens a connection to the relay at a URL without a websocket (see ``connect``).
+Connector = Callable[[str], Awaitable[RelayConnection]]
 
 
 class LinkStatus(enum.Enum):
@@ -141,6 +150,7 @@ class RelayLink(Service):
         on_rpc: RpcHandler | None = None,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        connect: Connector | None = None,
     ) -> None:
         """Configure a link; nothing connects until :meth:`start`.
 
@@ -171,6 +181,10 @@ class RelayLink(Service):
             ping_interval: Seconds between pings of the relay; ``None`` sends none.
             ping_timeout: Seconds the relay's pong may take before the
                 connection is dropped and the link reconnects.
+            connect: Opens each connection instead of a websocket, given the
+                URL: :meth:`relay.server.Relay.connect_local` for a relay in
+                this process and event loop (the relay as seen by a peer, and
+                the close codes, are the same). ``ca_file`` is then unused.
 
         Raises:
             RelayUrlError: If a URL is malformed or they name different rooms.
@@ -203,7 +217,8 @@ class RelayLink(Service):
         self._refused: str | None = None
         self._was_started = False
         self._stopped = False
-        self._ws: ClientConnection | None = None
+        self._connect = connect
+        self._ws: RelayConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sync = DocSync(
             doc,
@@ -375,16 +390,7 @@ class RelayLink(Service):
         while True:
             self._set_status(LinkStatus.CONNECTING, f"connecting to {self._url.redacted}")
             try:
-                async with connect(
-                    self._url.url,
-                    ssl=self._ssl if self._url.scheme == "wss" else None,
-                    max_size=None,
-                    open_timeout=_OPEN_TIMEOUT,
-                    # The link pings by itself (_watch_pings), to drop a
-                    # silent relay at once instead of after a closing handshake.
-                    ping_interval=None,
-                    logger=self._log.logger.getChild("websockets"),
-                ) as ws:
+                async with self._open() as ws:
                     reason = await self._session(ws)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
                 reason = f"cannot reach relay at {self._url.redacted}: {exc or type(exc).__name__}"
@@ -409,7 +415,28 @@ class RelayLink(Service):
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._backoff_max)
 
-    async def _session(self, ws: ClientConnection) -> str:
+    @contextlib.asynccontextmanager
+    async def _open(self) -> AsyncIterator[RelayConnection]:
+        if self._connect is not None:
+            ws = await self._connect(self._url.url)
+            try:
+                yield ws
+            finally:
+                await ws.close()
+            return
+        async with connect(
+            self._url.url,
+            ssl=self._ssl if self._url.scheme == "wss" else None,
+            max_size=None,
+            open_timeout=_OPEN_TIMEOUT,
+            # The link pings by itself (_watch_pings), to drop a
+            # silent relay at once instead of after a closing handshake.
+            ping_interval=None,
+            logger=self._log.logger.getChild("websockets"),
+        ) as ws:
+            yield ws
+
+    async def _session(self, ws: RelayConnection) -> str:
         out: asyncio.Queue[bytes] = asyncio.Queue()
         self._sync.open(out)
         self._ws = ws
@@ -446,11 +473,11 @@ class RelayLink(Service):
             return "connection lost"
         return f"relay closed the connection ({code}{': ' + why if why else ''})"
 
-    async def _send_loop(self, ws: ClientConnection, out: asyncio.Queue[bytes]) -> None:
+    async def _send_loop(self, ws: RelayConnection, out: asyncio.Queue[bytes]) -> None:
         while True:
             await ws.send(await out.get())
 
-    async def _watch_pings(self, ws: ClientConnection, silent: asyncio.Event) -> None:
+    async def _watch_pings(self, ws: RelayConnection, silent: asyncio.Event) -> None:
         if self._ping_interval is None:
             return
         await ping_until_silent(ws, self._ping_interval, self._ping_timeout)

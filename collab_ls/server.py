@@ -39,7 +39,7 @@ from collab_ls.presence import Pos
 from collab_ls.presence_shell import Presence
 from collab_ls.protocol import CMD_SHARE_URL, CMD_STATUS, NOTIFY_STATUS
 from collab_ls.registers import SharedRegisters
-from collab_ls.relay_link import LinkStatus, RelayLink, parse_relay_urls
+from collab_ls.relay_link import Connector, LinkStatus, RelayLink, parse_relay_urls
 from collab_ls.session import Session
 from collab_ls.stdio import serve_stdio
 from collab_ls.units import Encoding
@@ -185,6 +185,8 @@ class CollabServer(LanguageServer):
             return
         self._started = True
         opts = self.options
+        # The embedded relay: the host's own link reaches it in memory.
+        connect_local: Connector | None = None
         try:
             if self.is_host:
                 room, secret, ro_secret = new_room_id(), new_secret(), new_secret()
@@ -205,6 +207,7 @@ class CollabServer(LanguageServer):
                     await self._stack.enter_async_context(relay)
                     relay.create_room(room, secret, read_only_secret=ro_secret)
                     links = relay.links(room, secret, ro_secret)
+                    connect_local = relay.connect_local
                 self.url, self.read_only_url = links.read_write, links.read_only
                 link_url = links.host
                 self._mirror = DiskMirror(self.root, self._session_text, log)
@@ -223,6 +226,7 @@ class CollabServer(LanguageServer):
                 on_status=self._on_link,
                 logger=log,
                 ca_file=opts.ca_file,
+                connect=connect_local,
             )
             self.read_only = link.read_only
             await self._stack.enter_async_context(link)

@@ -38,11 +38,11 @@ import logging
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from relay import protocol
 from relay.links import MIN_SECRET_CHARS, READ_ONLY_PARAM, SECRET_PARAM
+from relay.local import RelayConnection
 from relay.metrics import RelayMetrics
 from relay.peer import (
     ContextLogger,
@@ -117,13 +117,13 @@ class ConnectionHandler:
         self._ping_timeout = ping_timeout
         self._peer_ids = itertools.count(1)
         #: The open websocket connections, admitted or not.
-        self.connections: set[ServerConnection] = set()
+        self.connections: set[RelayConnection] = set()
         #: The connected peers, by peer id.
         self.peers: dict[str, Peer] = {}
         # The perf_counter time the message being forwarded was received.
         self._received_at: float | None = None
 
-    async def handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: RelayConnection) -> None:
         """Serve one connection until it closes (the websockets server's handler)."""
         self.connections.add(ws)
         try:
@@ -132,13 +132,13 @@ class ConnectionHandler:
             self.connections.discard(ws)
 
     async def _refuse(
-        self, ws: ServerConnection, log: ContextLogger, code: int, reason: str, why: str
+        self, ws: RelayConnection, log: ContextLogger, code: int, reason: str, why: str
     ) -> None:
         log.warning("refused: %s", reason, extra={"event": why})
         self.metrics.rejected.inc(reason=why)
         await close(ws, code, protocol.close_reason(reason))
 
-    async def _handle_connection(self, ws: ServerConnection) -> None:
+    async def _handle_connection(self, ws: RelayConnection) -> None:
         peer_id = f"#{next(self._peer_ids)}@{address(ws)}"
         target = urlsplit(ws.request.path if ws.request is not None else "/")
         room_id = unquote(target.path.lstrip("/"))
@@ -212,7 +212,7 @@ class ConnectionHandler:
         finally:
             self.peers.pop(peer_id, None)
 
-    async def _serve_peer(self, ws: ServerConnection, room: Room, peer: Peer) -> None:
+    async def _serve_peer(self, ws: RelayConnection, room: Room, peer: Peer) -> None:
         writer = asyncio.create_task(peer.write_loop())
         reader = asyncio.create_task(self._read_loop(ws, room, peer))
         kicked = asyncio.create_task(peer.kicked.wait())
@@ -243,7 +243,7 @@ class ConnectionHandler:
             "left (%d peers): %s", len(room.peers), describe_close(ws), extra={"event": "leave"}
         )
 
-    async def _read_loop(self, ws: ServerConnection, room: Room, peer: Peer) -> None:
+    async def _read_loop(self, ws: RelayConnection, room: Room, peer: Peer) -> None:
         bucket = None if self._rate is None else TokenBucket(self._rate, self._burst)
         metrics = self.metrics
         try:

@@ -22,8 +22,8 @@ its pong is behind that message.
 from __future__ import annotations
 
 import asyncio
-
-from websockets.asyncio.connection import Connection
+from collections.abc import Awaitable
+from typing import Protocol
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
@@ -54,7 +54,13 @@ def check_ping_settings(interval: float | None, timeout: float) -> None:
         raise ValueError(f"ping_timeout must be positive, not {timeout}")
 
 
-async def ping_until_silent(ws: Connection, interval: float, pong_within: float) -> None:
+class Pingable(Protocol):
+    """A connection that pings: websockets' own, or :class:`relay.local.LocalConnection`."""
+
+    async def ping(self) -> Awaitable[float]: ...
+
+
+async def ping_until_silent(ws: Pingable, interval: float, pong_within: float) -> None:
     """Ping a connection every ``interval`` seconds; return once a pong is late.
 
     Args:

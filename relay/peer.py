@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
 from relay.keepalive import ping_until_silent
 from relay.links import Access
+from relay.local import RelayConnection
 from relay.metrics import RelayMetrics
 from relay.protocol import CloseCode, RpcFlags
 from relay.room import Room
@@ -97,11 +97,11 @@ class PendingCommit:
 
 
 class Peer:
-    """One websocket connection in a room: a bounded queue and its writer."""
+    """One connection in a room (websocket or in-process): a bounded queue and its writer."""
 
     def __init__(
         self,
-        ws: ServerConnection,
+        ws: RelayConnection,
         room: Room,
         peer_id: str,
         *,
@@ -218,7 +218,7 @@ class Peer:
         self.kick(CloseCode.INTERNAL_ERROR, reason, "ping_timeout")
 
 
-def address(ws: ServerConnection) -> str:
+def address(ws: RelayConnection) -> str:
     """``host:port`` of the remote end, ``?`` if unknown."""
     try:
         host, port = ws.remote_address[:2]
@@ -227,7 +227,7 @@ def address(ws: ServerConnection) -> str:
     return f"{host}:{port}"
 
 
-async def close(ws: ServerConnection, code: int, reason: str) -> None:
+async def close(ws: RelayConnection, code: int, reason: str) -> None:
     """Close a connection; abort it if the closing handshake takes longer than CLOSE_TIMEOUT."""
     # Keep reading while closing: a peer that flooded us has filled the
     # incoming buffer, reading is paused, and its close frame would never be
@@ -244,13 +244,13 @@ async def close(ws: ServerConnection, code: int, reason: str) -> None:
             await drain
 
 
-async def _drain(ws: ServerConnection) -> None:
+async def _drain(ws: RelayConnection) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for _ in ws:
             pass
 
 
-def describe_close(ws: ServerConnection) -> str:
+def describe_close(ws: RelayConnection) -> str:
     """How a connection ended, for the log."""
     code = ws.close_code
     if code is None:

@@ -16,6 +16,10 @@ also register its room up front with :meth:`Relay.create_room`. A wrong or
 missing secret gets the websocket accepted and then closed with 4403 and a
 reason naming the room; the room is untouched.
 
+A host embedding the relay in its own event loop connects its own link with
+:meth:`Relay.connect_local`: an in-memory connection (:mod:`relay.local`)
+served like any websocket one, minus the framing and the loopback socket.
+
 This module is the service: its settings, starting and stopping, and the
 host's API. The rest is in:
 
@@ -42,9 +46,10 @@ from relay import protocol
 from relay.connection import ConnectionHandler
 from relay.keepalive import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, check_ping_settings
 from relay.links import Access, SessionLinks, session_links
+from relay.local import LocalConnection, local_pair
 from relay.metrics import RelayMetrics
 from relay.peer import CLOSE_TIMEOUT, Peer, TokenBucket
-from relay.protocol import AwarenessMessage, ProtocolError
+from relay.protocol import AwarenessMessage, CloseCode, ProtocolError
 from relay.redis_store import RedisStore
 from relay.registry import RelayError, RoomRegistry
 from relay.room import Room, UpdateRejectedError
@@ -153,6 +158,9 @@ class Relay(Service):
             self._store = SqliteStore(store)
         self._server: Server | None = None
         self._port: int | None = None
+        # In-process connections (connect_local): their client ends, and the
+        # tasks serving their relay ends.
+        self._local: dict[LocalConnection, asyncio.Task[None]] = {}
         self._was_started = False
         self.metrics = RelayMetrics(
             rooms=lambda: len(self._registry.rooms),
@@ -288,6 +296,30 @@ class Relay(Service):
         """The connected peers of a room in memory, for the admin endpoint."""
         return self._registry.info(room)
 
+    async def connect_local(self, url: str) -> LocalConnection:
+        """Open an in-process connection, for a link in the relay's own event loop.
+
+        The relay serves it as it serves a websocket connection to ``url``
+        (admission by its path and secret, then the same room, limits and
+        keepalive), but messages pass as objects: see :mod:`relay.local`.
+
+        Args:
+            url: A join URL of this relay (only its path and query are used).
+
+        Returns:
+            The client end; close it to leave.
+
+        Raises:
+            ConnectionRefusedError: If the relay is not running.
+        """
+        if self._server is None:
+            raise ConnectionRefusedError(f"relay not running, cannot connect to {self.base_url}")
+        client, server = local_pair(url)
+        task = asyncio.create_task(self._handler.handle(server), name="relay-local")
+        self._local[client] = task
+        task.add_done_callback(lambda _: self._local.pop(client, None))
+        return client
+
     async def _room_for(self, room_id: str) -> Room | None:
         """The room in memory, or loaded from the store; ``None`` if neither has it."""
         return await self._registry.room_for(room_id)
@@ -349,6 +381,8 @@ class Relay(Service):
         if server is None:
             return
         server.close()
+        for client in list(self._local):
+            await client.close(CloseCode.GOING_AWAY)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT + 1):
                 await server.wait_closed()
@@ -357,6 +391,8 @@ class Relay(Service):
             for ws in self._handler.connections:
                 ws.transport.abort()
             await server.wait_closed()
+        if self._local:
+            await asyncio.gather(*self._local.values(), return_exceptions=True)
         await self._registry.cancel_tasks()
         if self._store is not None and self._owns_store:
             await self._store.stop()
