@@ -15,13 +15,21 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nvim_driver import COLLAB_LS, REPO, Fleet, fleet, make_project, wait_until
+from tests.nvim_driver import (
+    COLLAB_LS,
+    REPO,
+    DriverError,
+    Fleet,
+    fleet,
+    make_project,
+    wait_until,
+)
 from tests.test_e2e_vim import (
     PYLSP,
     Tmux,
@@ -126,15 +134,34 @@ class Emacs:
             rows = self.tmux.screen().rstrip("\n").split("\n")
             return True if rows and text in rows[-1] else None
 
-        self.tmux.keys("C-g")
-        self.tmux.keys("M-x")
-        wait_until(lambda: prompt("M-x"), 15, f"{self.name}: the M-x prompt")
+        self.open_prompt("M-x", prompt)
         self.tmux.literal(command)
         self.tmux.keys("Enter")
         if argument is not None:
             wait_until(lambda: prompt(":"), 15, f"{self.name}: the {command} prompt")
             self.tmux.literal(argument)
             self.tmux.keys("Enter")
+
+    def open_prompt(
+        self, text: str, prompt: Callable[[str], bool | None], *keys: str, within: float = 45.0
+    ) -> None:
+        """Press ``C-g``, ``keys`` and ``M-x`` until the M-x prompt shows (bounded).
+
+        A message shown in the echo area (a peer joining, the session's status)
+        can hide a prompt that is there, or Emacs can still be busy: ask again.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            self.tmux.keys("C-g")
+            for key in keys:
+                self.tmux.keys(key)
+            self.tmux.keys("M-x")
+            try:
+                wait_until(lambda: prompt(text), 5, f"{self.name}: the {text} prompt")
+                return
+            except DriverError:
+                if time.monotonic() > deadline:
+                    raise
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -250,10 +277,7 @@ def test_emacs_shares_its_language_server_and_joins_into_a_workspace(
         return True if rows and text in rows[-1] else None
 
     # C-u M-x collab-ls-join: the URL, then the directory (its default input cleared).
-    guest.tmux.keys("C-g")
-    guest.tmux.keys("C-u")
-    guest.tmux.keys("M-x")
-    wait_until(lambda: prompt("M-x"), 15, "the C-u M-x prompt")
+    guest.open_prompt("M-x", prompt, "C-u")
     guest.tmux.literal("collab-ls-join")
     guest.tmux.keys("Enter")
     wait_until(lambda: prompt("Join URL:"), 15, "the join URL prompt")
