@@ -224,9 +224,6 @@ class LanguageShell:
         argv = self.options.server_command
         if not argv or not self._server.is_host:
             return None
-        caps = raw_params.get("capabilities")
-        window = caps.get("window") if isinstance(caps, dict) else None
-        self._work_done_progress = isinstance(window, dict) and bool(window.get("workDoneProgress"))
         proxy = HostProxy(
             argv,
             root=self._server.root_from(raw_params),
@@ -245,6 +242,7 @@ class LanguageShell:
         return proxy.encoding
 
     def note_client(self, raw_params: dict[str, Any]) -> None:
+        """What the editor's raw ``initialize`` says about it (before the server starts)."""
         caps = raw_params.get("capabilities")
         window = caps.get("window") if isinstance(caps, dict) else None
         self._work_done_progress = isinstance(window, dict) and bool(window.get("workDoneProgress"))

@@ -304,12 +304,18 @@ class HostProxy:
 
     async def editor_request(self, method: str, params: Any) -> Any:
         """A request of the host's own editor, passed through untouched."""
+        # The versions in the server's edits are the server's own, not the editor's.
+        return _unversioned(await self._ask(method, params, None))
+
+    async def _ask(self, method: str, params: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+        """A request to the running server; its failures as LSP errors (RpcError)."""
         process = self._require()
         try:
-            # The versions in the server's edits are the server's own, not the editor's.
-            return _unversioned(await process.request(method, params))
+            return await process.request(method, params, timeout=timeout)
+        except TimeoutError as exc:
+            raise RpcError(REQUEST_FAILED, f"{method}: the language server did not answer") from exc
         except LspProcessGone as exc:
-            raise RpcError(REQUEST_FAILED, f"the language server stopped: {exc}") from exc
+            raise RpcError(REQUEST_FAILED, f"the host's language server stopped: {exc}") from exc
         except LspError as exc:
             raise RpcError(exc.code, exc.message, exc.data) from exc
 
@@ -399,15 +405,7 @@ class HostProxy:
             except OutsideRoot as exc:
                 self._log.warning("refused %s from peer %d: %s", method, caller.peer, exc)
                 raise RpcError(INVALID_PARAMS, f"refused: {exc}") from exc
-        process = self._require()
-        try:
-            result = await process.request(method, params, timeout=REQUEST_TIMEOUT)
-        except TimeoutError as exc:
-            raise RpcError(REQUEST_FAILED, f"{method}: the language server did not answer") from exc
-        except LspProcessGone as exc:
-            raise RpcError(REQUEST_FAILED, f"the host's language server stopped: {exc}") from exc
-        except LspError as exc:
-            raise RpcError(exc.code, exc.message, exc.data) from exc
+        result = await self._ask(method, params, REQUEST_TIMEOUT)
         if method in EDIT_RESULTS and result:
             try:
                 if method == "textDocument/rename":

@@ -87,8 +87,11 @@ class Session:
         self.tree: pycrdt.Map[Any] = doc.get(TREE, type=pycrdt.Map)
 
     def host_info(self) -> dict[str, Any]:
-        """The host's language server, as the host published it (empty: none)."""
-        return {k: _plain(v) for k, v in self.host.items()}
+        """The host's language server, as the host published it (empty: none).
+
+        Its values are strings and numbers (capabilities as a JSON string).
+        """
+        return dict(self.host.items())
 
     def text(self, path: str) -> pycrdt.Text | None:
         """The shared text of ``path``, if the session holds it."""
@@ -148,14 +151,3 @@ def relative_path(uri: str, root: Path) -> str:
 def path_uri(root: Path, key: str) -> str:
     """The ``file://`` URI of session key ``key`` under ``root``."""
     return (root / Path(*PurePosixPath(key).parts)).absolute().as_uri()
-
-
-def _plain(value: Any) -> Any:
-    """A Yjs value as plain JSON (maps and arrays written as dicts and lists come back so)."""
-    if isinstance(value, pycrdt.Map):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, pycrdt.Array):
-        return [_plain(v) for v in value]
-    if isinstance(value, pycrdt.Text):
-        return str(value)
-    return value

@@ -15,7 +15,7 @@ import pytest
 from lsprotocol import types
 
 from tests.lsp_editor import LspEditor, eventually
-from tests.test_proxy_lsp import LIB, MAIN, PYLSP, _hover, _hover_text, _pos
+from tests.test_proxy_lsp import LIB, MAIN, PYLSP, _hover, _hover_text, _pos, _project
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -130,11 +130,7 @@ async def test_read_only_guest_gets_answers_but_no_edits(
     tmp_path: Path, editors: list[LspEditor]
 ) -> None:
     host, _, ro_url = await _host(tmp_path, editors)
-    guest_root = tmp_path / "guest"
-    guest_root.mkdir()
-    (guest_root / "lib.py").write_text(LIB)
-    (guest_root / "main.py").write_text(MAIN)
-    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
     editors.append(guest)
     await guest.start("--join", ro_url)
     guest.open("main.py")
@@ -156,11 +152,7 @@ async def test_host_leaving_gives_errors_not_hangs(
     tmp_path: Path, editors: list[LspEditor]
 ) -> None:
     host, url, _ = await _host(tmp_path, editors)
-    guest_root = tmp_path / "guest"
-    guest_root.mkdir()
-    (guest_root / "lib.py").write_text(LIB)
-    (guest_root / "main.py").write_text(MAIN)
-    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
     editors.append(guest)
     await guest.start("--join", url, "--request-timeout", "20")
     guest.open("main.py")
@@ -239,11 +231,7 @@ async def test_malformed_requests_from_a_peer_get_errors_and_the_session_survive
     assert "outside" in answers[3]["error"]["message"]
     assert answers[8]["result"]["text"] == LIB
     # The host and its language server carry on: a real guest still gets answers.
-    guest_root = tmp_path / "guest"
-    guest_root.mkdir()
-    (guest_root / "lib.py").write_text(LIB)
-    (guest_root / "main.py").write_text(MAIN)
-    guest = LspEditor("guest", guest_root, "visual-studio-code")
+    guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
     editors.append(guest)
     await guest.start("--join", url)
     guest.open("main.py")
