@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.lsp_editor import LspEditor, eventually
-from tests.test_relay_redis import free_port, kill9, redis_url, start_node
+from tests.test_relay_redis import free_port, kill9, start_node
 from tests.test_server_lsp import INITIAL, REL, _converged, _guest, _host
-
-__all__ = ["redis_url"]  # the fixture, imported so pytest finds it here
 
 pytestmark = pytest.mark.timeout(120)
 
