@@ -19,7 +19,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from collab_ls.linetext import DEFAULT_BLOCK_LINES, LineText
+from collab_ls.line_index import DEFAULT_BLOCK_LINES
+from collab_ls.linetext import LineText
 from collab_ls.units import Encoding, PositionError
 
 ENC = Encoding.UTF16

@@ -6,7 +6,9 @@ editor as ``workspace/applyEdit``. This module keeps them in step with a
 two-party (Jupiter style) operational transformation, using the document
 ``version`` as the editor's revision. It is pure: no I/O, no pygls, no
 pycrdt; the language server shell feeds it events and carries out what it
-returns.
+returns. The changes and edits it exchanges with the editor, and their
+conversion between LSP positions and the shadow's byte offsets, are
+:mod:`collab_ls.editor_changes`'.
 
 State of one :class:`EditorSync`:
 
@@ -70,6 +72,16 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from collab_ls.editor_changes import (
+    Change,
+    FullChange,
+    OutgoingEdit,
+    RangeChange,
+    TextEdit,
+    common_affixes,
+    locate_change,
+    text_edit,
+)
 from collab_ls.editset import EditSet, same_result
 from collab_ls.linetext import LineText
 from collab_ls.ops import Del, Ins, Op, replacement, transform
@@ -77,47 +89,6 @@ from collab_ls.units import Encoding, PositionError
 
 # A range far past any real document: editors clamp it to the end of the buffer.
 _FAR_LINE = 2_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class RangeChange:
-    """An incremental ``TextDocumentContentChangeEvent`` (LSP positions)."""
-
-    start_line: int
-    start_character: int
-    end_line: int
-    end_character: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class FullChange:
-    """A whole-document ``TextDocumentContentChangeEvent``."""
-
-    text: str
-
-
-Change = RangeChange | FullChange
-
-
-@dataclass(frozen=True, slots=True)
-class TextEdit:
-    """One LSP ``TextEdit`` (positions in the negotiated encoding)."""
-
-    start_line: int
-    start_character: int
-    end_line: int
-    end_character: int
-    new_text: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingEdit:
-    """A ``workspace/applyEdit`` to send: ``edits`` against ``version``."""
-
-    edit_id: int
-    version: int | None
-    edits: tuple[TextEdit, ...]
 
 
 class InflightState(enum.Enum):
@@ -204,7 +175,7 @@ class EditorSync:
                     continue
                 break
             try:
-                start, end, text = self._locate(change)
+                start, end, text = locate_change(self.shadow, change, self.encoding)
             except PositionError as exc:
                 result.errors.append(f"invalid change at version {version}: {exc}")
                 self._desync(result)
@@ -301,10 +272,11 @@ class EditorSync:
             else:
                 sent.add(op.pos, op.size, b"", base=base)
         count = len(self.pending)
+        shadow, enc = self.shadow, self.encoding
         edits = tuple(
             e
             for seg in sent.segments
-            if (e := self._text_edit(seg.start, seg.end, seg.old, seg.new)) is not None
+            if (e := text_edit(shadow, seg.start, seg.end, seg.old, seg.new, enc)) is not None
         )
         if not edits:
             del self.pending[:count]
@@ -321,28 +293,6 @@ class EditorSync:
 
     def _shadow_bytes(self, start: int, end: int) -> bytes:
         return self.shadow.slice(start, end).encode()
-
-    def _locate(self, change: Change) -> tuple[int, int, str]:
-        if isinstance(change, FullChange):
-            return self._full_change_span(change.text)
-        start = self.shadow.to_offset(change.start_line, change.start_character, self.encoding)
-        end = self.shadow.to_offset(change.end_line, change.end_character, self.encoding)
-        if end < start:
-            raise PositionError(
-                f"range end ({change.end_line}:{change.end_character}) is before its start "
-                f"({change.start_line}:{change.start_character})"
-            )
-        return start, end, change.text
-
-    def _full_change_span(self, new: str) -> tuple[int, int, str]:
-        """A whole-document change as the smallest replacement (costs the document size).
-
-        Replacing everything in the CRDT would duplicate peers' concurrent
-        edits, so the change is narrowed to what actually differs.
-        """
-        old_b, new_b = self.shadow.text().encode(), new.encode()
-        p, q = _common_affixes(old_b, new_b)
-        return p, len(old_b) - q, new_b[p : len(new_b) - q].decode()
 
     def _local(self, pos: int, size: int, text: str) -> list[Op]:
         """A change the user made (shadow coordinates) becomes CRDT operations."""
@@ -382,7 +332,7 @@ class EditorSync:
         if self._inflight is None or not self._held_set or not self._inflight.sent:
             return False
         _, expected, actual = self._regions()
-        p, q = _common_affixes(expected, actual)
+        p, q = common_affixes(expected, actual)
         return not expected[p : len(expected) - q].strip(b"\r\n") and not actual[
             p : len(actual) - q
         ].strip(b"\r\n")
@@ -395,7 +345,7 @@ class EditorSync:
         editor's text.
         """
         lo, expected, actual = self._regions()
-        p, q = _common_affixes(expected, actual)
+        p, q = common_affixes(expected, actual)
         inflight = self._inflight
         assert inflight is not None
         del self.pending[: inflight.count]
@@ -415,34 +365,6 @@ class EditorSync:
         for pos, size, text in held:
             out.extend(self._local(pos, size, text))
         return out
-
-    def _text_edit(self, start: int, end: int, old: bytes, new: bytes) -> TextEdit | None:
-        """A minimal ``TextEdit`` for base bytes ``[start, end)`` -> ``new``."""
-        if old == new:
-            return None
-        # Trim the common prefix and suffix so the edit leaves untouched text
-        # (notably the final newline) alone, as editors apply such edits verbatim.
-        p, q = _common_affixes(old, new)
-        start += p
-        end -= q
-        text = new[p : len(new) - q].decode()
-        try:
-            sl, sc = self._position(start)
-        except PositionError:
-            # Between the \r and \n of a line break: take the \r in.
-            start -= 1
-            text = "\r" + text
-            sl, sc = self._position(start)
-        try:
-            el, ec = self._position(end)
-        except PositionError:
-            end += 1
-            text += "\n"
-            el, ec = self._position(end)
-        return TextEdit(sl, sc, el, ec, text)
-
-    def _position(self, offset: int) -> tuple[int, int]:
-        return self.shadow.to_position(offset, self.encoding)
 
     # ----------------------------------------------------------- resync paths
 
@@ -483,31 +405,6 @@ class EditorSync:
         return True
 
 
-def _common_affixes(a: bytes, b: bytes) -> tuple[int, int]:
-    """Lengths of the common prefix and suffix of two UTF-8 strings, on character bounds."""
-
-    def continuation(data: bytes, i: int) -> bool:
-        return i < len(data) and (data[i] & 0xC0) == 0x80
-
-    limit = min(len(a), len(b))
-    p = 0
-    while p < limit and a[p] == b[p]:
-        p += 1
-    while p and (continuation(a, p) or continuation(b, p)):
-        p -= 1
-    q = 0
-    while q < limit - p and a[len(a) - 1 - q] == b[len(b) - 1 - q]:
-        q += 1
-    while q and continuation(a, len(a) - q):
-        q -= 1
-    # Keep a \r\n line break whole.
-    if p and a[p - 1 : p + 1] == b"\r\n":
-        p -= 1
-    if q and len(a) - q > 0 and a[len(a) - q - 1 : len(a) - q + 1] == b"\r\n":
-        q -= 1
-    return p, q
-
-
 __all__ = [
     "Change",
     "ChangeResult",
@@ -517,5 +414,4 @@ __all__ = [
     "Ins",
     "OutgoingEdit",
     "RangeChange",
-    "TextEdit",
 ]

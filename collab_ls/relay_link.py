@@ -4,8 +4,9 @@
 with a relay at ``ws[s]://host:port/<room>?secret=<secret>`` (parsed by
 :mod:`collab_ls.relay_urls`). What it says and answers on each connection
 (the sync handshake, updates both ways, read-only links, awareness and RPC
-messages) is :class:`~collab_ls.relay_sync.DocSync`'s, documented there; the
-link owns the connection:
+messages) is :class:`~collab_ls.relay_sync.DocSync`'s, documented there, and
+opening each connection and carrying a session over it is
+:mod:`collab_ls.relay_connection`'s; the link owns the connection:
 
 * The link is CONNECTED once the relay's SyncStep2 has been applied.
 * A dropped connection is retried with exponential backoff and jitter. A
@@ -42,14 +43,14 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pycrdt
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from collab_ls.relay_connection import Connector, open_connection, run_session
 from collab_ls.relay_sync import DocSync
 from collab_ls.relay_urls import (
     RelayLinkError,
@@ -59,12 +60,7 @@ from collab_ls.relay_urls import (
     parse_relay_url,
     parse_relay_urls,
 )
-from relay.keepalive import (
-    DEFAULT_PING_INTERVAL,
-    DEFAULT_PING_TIMEOUT,
-    check_ping_settings,
-    ping_until_silent,
-)
+from relay.keepalive import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, check_ping_settings
 from relay.local import RelayConnection
 from relay.protocol import CloseCode, RpcDelivery
 from relay.service import Service
@@ -86,13 +82,8 @@ __all__ = [
     "parse_relay_urls",
 ]
 
-_OPEN_TIMEOUT = 10.0
-
 #: Called as ``on_rpc(from_id, read_only, payload)`` for each RPC message received.
 RpcHandler = Callable[[int, bool, bytes], None]
-
-#: Opens a connection to the relay at a URL without a websocket (see ``connect``).
-Connector = Callable[[str], Awaitable[RelayConnection]]
 
 
 class LinkStatus(enum.Enum):
@@ -390,7 +381,7 @@ class RelayLink(Service):
         while True:
             self._set_status(LinkStatus.CONNECTING, f"connecting to {self._url.redacted}")
             try:
-                async with self._open() as ws:
+                async with open_connection(self._url, self._connect, self._ssl, self._log) as ws:
                     reason = await self._session(ws)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as exc:
                 reason = f"cannot reach relay at {self._url.redacted}: {exc or type(exc).__name__}"
@@ -415,56 +406,16 @@ class RelayLink(Service):
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._backoff_max)
 
-    @contextlib.asynccontextmanager
-    async def _open(self) -> AsyncIterator[RelayConnection]:
-        if self._connect is not None:
-            ws = await self._connect(self._url.url)
-            try:
-                yield ws
-            finally:
-                await ws.close()
-            return
-        async with connect(
-            self._url.url,
-            ssl=self._ssl if self._url.scheme == "wss" else None,
-            max_size=None,
-            open_timeout=_OPEN_TIMEOUT,
-            # The link pings by itself (_watch_pings), to drop a
-            # silent relay at once instead of after a closing handshake.
-            ping_interval=None,
-            logger=self._log.logger.getChild("websockets"),
-        ) as ws:
-            yield ws
-
     async def _session(self, ws: RelayConnection) -> str:
-        out: asyncio.Queue[bytes] = asyncio.Queue()
-        self._sync.open(out)
-        self._ws = ws
-        sender = asyncio.create_task(self._send_loop(ws, out), name="relay-link-sender")
-        silent = asyncio.Event()
-        pinger = asyncio.create_task(self._watch_pings(ws, silent), name="relay-link-pings")
-        try:
-            async for data in ws:
-                if not self._sync.receive(data, out):
-                    await ws.close()
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            self._ws = None
-            self._sync.detach()
-            sender.cancel()
-            pinger.cancel()
-            try:
-                await sender
-            except (asyncio.CancelledError, ConnectionClosed):
-                pass
-            except Exception:
-                self._log.exception("sending to the relay failed")
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await pinger
-            self._sync.drop_remote_awareness()
-        if silent.is_set():
+        silent = await run_session(
+            ws,
+            self._sync,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+            log=self._log,
+            attach=self._attach,
+        )
+        if silent:
             return f"the relay did not answer a ping within {self._ping_timeout:g} s"
         code, why = ws.close_code, ws.close_reason
         if code in (CloseCode.FORBIDDEN, CloseCode.READ_ONLY) and self._refused is None:
@@ -473,18 +424,8 @@ class RelayLink(Service):
             return "connection lost"
         return f"relay closed the connection ({code}{': ' + why if why else ''})"
 
-    async def _send_loop(self, ws: RelayConnection, out: asyncio.Queue[bytes]) -> None:
-        while True:
-            await ws.send(await out.get())
-
-    async def _watch_pings(self, ws: RelayConnection, silent: asyncio.Event) -> None:
-        if self._ping_interval is None:
-            return
-        await ping_until_silent(ws, self._ping_interval, self._ping_timeout)
-        silent.set()
-        self._log.warning("no pong within %g s: dropping the connection", self._ping_timeout)
-        # A closing handshake would wait for a relay that no longer answers.
-        ws.transport.abort()
+    def _attach(self, ws: RelayConnection | None) -> None:
+        self._ws = ws
 
     # From the sync
 

@@ -29,15 +29,9 @@ from typing import Literal
 
 import pycrdt
 
+from collab_ls.editor_changes import Change, FullChange, OutgoingEdit, RangeChange, TextEdit
 from collab_ls.ops import Del, Ins, Op, from_delta
-from collab_ls.reconcile import (
-    Change,
-    EditorSync,
-    FullChange,
-    OutgoingEdit,
-    RangeChange,
-    TextEdit,
-)
+from collab_ls.reconcile import EditorSync
 from collab_ls.units import Encoding
 
 Kind = Literal["nvim", "nvim0", "vscode", "full"]

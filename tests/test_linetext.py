@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab_ls.linetext import LineText, split_lines
+from collab_ls.line_index import split_lines
+from collab_ls.linetext import LineText
 from collab_ls.units import Encoding, PositionError
 
 U8, U16, U32 = Encoding.UTF8, Encoding.UTF16, Encoding.UTF32

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab_ls.linetext import LineText, split_lines
+from collab_ls.line_index import split_lines
+from collab_ls.linetext import LineText
 from collab_ls.lsp_json import (
     STANDARD_LEGEND,
     OutsideRoot,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collab_ls.editor_changes import FullChange, RangeChange, TextEdit
 from collab_ls.ops import Del, Ins, apply_to_bytes
-from collab_ls.reconcile import EditorSync, FullChange, RangeChange, TextEdit
+from collab_ls.reconcile import EditorSync
 from collab_ls.units import Encoding
 
 

@@ -24,17 +24,17 @@ from websockets.exceptions import ConnectionClosed
 from collab_ls import __version__
 from collab_ls.relay_link import RelayLink
 from relay import protocol
-from relay.protocol import (
+from relay.messages import (
     AuthDenied,
     AwarenessEntry,
     AwarenessMessage,
-    ProtocolError,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
-    parse_message,
+    close_reason,
 )
+from relay.protocol import ProtocolError, parse_message
 from relay.server import Relay, RelayError, _Peer
 from tests.relay_helpers import append, files, new_room, text, wait_until
 
@@ -184,8 +184,8 @@ def test_structured_round_trips(
 
 
 def test_close_reason_fits_a_close_frame() -> None:
-    assert protocol.close_reason("short") == "short"
-    long = protocol.close_reason("é" * 200)
+    assert close_reason("short") == "short"
+    long = close_reason("é" * 200)
     assert len(long.encode()) <= 123
     assert long.endswith("...")
 

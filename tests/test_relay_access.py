@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from collab_ls.relay_link import LinkStatus, RelayLink, RelayRefusedError, parse_relay_url
 from relay import protocol
 from relay.links import MIN_SECRET_CHARS, Access, new_room_id, new_secret, session_links
-from relay.protocol import SyncStep1, SyncStep2, parse_message
+from relay.messages import AwarenessMessage, SyncStep1, SyncStep2
+from relay.protocol import parse_message
 from relay.server import Relay, RelayError
 from tests.relay_helpers import append, files, text, wait_until
 
@@ -121,7 +122,7 @@ async def test_crafted_update_from_a_read_only_peer_never_reaches_the_room(relay
             await ws.send(protocol.encode_sync_step2(created.doc.get_update(step1.state_vector)))
             await ws.send(protocol.encode_sync_step1(b"\x00"))
             reply = parse_message(await ws.recv(decode=False))
-            while isinstance(reply, protocol.AwarenessMessage):
+            while isinstance(reply, AwarenessMessage):
                 reply = parse_message(await ws.recv(decode=False))
             assert isinstance(reply, SyncStep2)
         # 2. Crafted changes, as Update and as SyncStep2: new text, a deletion, a new map.
@@ -177,7 +178,7 @@ async def test_read_only_peer_may_send_awareness_and_query(relay: Relay) -> None
             protocol.encode_awareness(awareness.encode_awareness_update([awareness.client_id]))
         )
         got = parse_message(await watcher.recv(decode=False))
-        assert isinstance(got, protocol.AwarenessMessage)
+        assert isinstance(got, AwarenessMessage)
         assert got.entries[0].state == {"user": "guest"}
 
 

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from collab_ls.relay_link import RelayLink
 from relay import protocol
 from relay.links import new_secret, session_links
+from relay.messages import AwarenessMessage
 from relay.server import Relay
 from tests.relay_helpers import append, files, new_room, text, wait_until
 
@@ -126,7 +127,7 @@ async def fuzz(
                 async with asyncio.timeout(5):
                     while not isinstance(
                         protocol.parse_message(await ws.recv(decode=False)),
-                        protocol.AwarenessMessage,
+                        AwarenessMessage,
                     ):
                         pass
                 counts.accepted += 1

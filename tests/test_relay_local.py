@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from collab_ls.relay_link import LinkStatus, RelayLink
 from relay import protocol
 from relay.local import MAX_INBOX, LocalConnection, local_pair
-from relay.protocol import CloseCode
+from relay.messages import CloseCode
 from relay.server import Relay
 from tests.relay_helpers import append, files, new_room, text, wait_until
 

@@ -32,7 +32,8 @@ from collab_ls.relay_link import (
 )
 from relay import protocol
 from relay.links import Access, new_room_id, new_secret
-from relay.protocol import SyncStep1, SyncStep2, SyncUpdate, parse_message
+from relay.messages import SyncStep1, SyncStep2, SyncUpdate
+from relay.protocol import parse_message
 from relay.redis_store import RedisStore
 from relay.server import Relay
 from tests.relay_helpers import append, files, text, wait_until

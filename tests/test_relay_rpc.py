@@ -17,15 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from collab_ls.relay_link import LinkStatus, RelayLink
 from relay import protocol
 from relay.links import new_room_id, new_secret
-from relay.protocol import (
-    MAX_VAR_UINT,
-    AwarenessEntry,
-    ProtocolError,
-    RpcDelivery,
-    RpcFlags,
-    RpcSend,
-    parse_message,
-)
+from relay.messages import AwarenessEntry, MessageType, RpcDelivery, RpcFlags, RpcSend
+from relay.protocol import MAX_VAR_UINT, ProtocolError, parse_message
 from relay.redis_store import RedisStore
 from relay.server import Relay
 from tests.relay_helpers import files, new_room, text, wait_until
@@ -40,7 +33,7 @@ Received = tuple[int, bool, bytes]
 def test_rpc_send_round_trips(to: int, payload: bytes) -> None:
     message = protocol.encode_rpc(to, payload)
     assert parse_message(message) == RpcSend(to, payload)
-    assert message[0] == 100 == int(protocol.MessageType.RPC)
+    assert message[0] == 100 == int(MessageType.RPC)
 
 
 @settings(max_examples=300, deadline=None)

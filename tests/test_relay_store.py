@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from collab_ls.relay_link import LinkStatus, RelayLink
 from relay import protocol
 from relay.links import Access, new_room_id, new_secret
-from relay.protocol import SyncStep1, SyncStep2, SyncUpdate, parse_message
+from relay.messages import SyncStep1, SyncStep2, SyncUpdate
+from relay.protocol import parse_message
 from relay.server import Relay
 from relay.store import SqliteStore
 from tests.relay_helpers import append, files, text, wait_until
