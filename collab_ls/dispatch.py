@@ -33,6 +33,11 @@ __all__ = ["CollabProtocol"]
 
 log = logging.getLogger("collab_ls")
 
+#: What a server may send before its ``initialize`` result (LSP 3.17, ``initialize``).
+ALLOWED_BEFORE_INITIALIZE = frozenset(
+    {"window/showMessage", "window/logMessage", "telemetry/event", "window/showMessageRequest"}
+)
+
 
 class CollabProtocol(LanguageServerProtocol):
     """pygls protocol without pygls's own document store."""
@@ -40,6 +45,33 @@ class CollabProtocol(LanguageServerProtocol):
     _server: CollabServer
 
     _raw_initialize: dict[str, Any] | None = None
+    _initialize_id: Any = None
+    _held: list[Any] | None = None
+    """Messages to the editor held until the ``initialize`` result is sent (LSP's rule)."""
+
+    def _send_data(self, data: Any) -> None:
+        """Send, but hold what LSP forbids before the ``initialize`` result.
+
+        A guest joins while answering ``initialize`` (to learn the host's server),
+        so its session can speak before the editor has the result.
+        """
+        held = self._held
+        if held is None:
+            super()._send_data(data)
+            return
+        if isinstance(data, dict):
+            method, msg_id = data.get("method"), data.get("id")
+        else:  # pygls's message classes (attrs, slotted)
+            method, msg_id = getattr(data, "method", None), getattr(data, "id", None)
+        if method is None and msg_id == self._initialize_id:
+            super()._send_data(data)
+            self._held = None
+            for message in held:
+                super()._send_data(message)
+        elif method is None or method in ALLOWED_BEFORE_INITIALIZE:
+            super()._send_data(data)
+        else:
+            held.append(data)
 
     def handle_message(self, message: Any) -> None:
         if type(message) is RawMessage:
@@ -82,6 +114,9 @@ class CollabProtocol(LanguageServerProtocol):
             )
         if method == types.INITIALIZE and isinstance(data.get("params"), dict):
             self._raw_initialize = data["params"]
+            if self._held is None and "id" in data:
+                self._initialize_id = data["id"]
+                self._held = []
         if self._server.language.wants(data):
             return RawMessage(data)
         return super().structure_message(data)
@@ -105,6 +140,8 @@ class CollabProtocol(LanguageServerProtocol):
                 else:
                     general.position_encodings = kinds
         result = yield from super().lsp_initialize(params)
+        if not self._server.is_host:
+            yield shell.learn_host, (), None
         data: dict[str, Any] = self._converter.unstructure(result)
         data["capabilities"] = shell.merge_capabilities(dict(data.get("capabilities") or {}))
         return data

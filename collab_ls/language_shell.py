@@ -17,11 +17,13 @@ between peers (:class:`~collab_ls.peer_rpc.PeerRpc`) and the workspace tree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from collab_ls.guest_features import GuestFeatures, guest_capabilities
 from collab_ls.peer_rpc import (
     INVALID_PARAMS,
     REQUEST_CANCELLED,
@@ -30,7 +32,7 @@ from collab_ls.peer_rpc import (
     PeerRpc,
     RpcError,
 )
-from collab_ls.proxy_guest import CMD_APPLY_HOST_ACTION, GuestProxy, guest_capabilities
+from collab_ls.proxy_guest import CMD_APPLY_HOST_ACTION, GuestProxy, HostInfo
 from collab_ls.proxy_host import GUEST_METHODS, PASSED_NOTIFICATIONS, HostProxy
 from collab_ls.tree_share import GuestTree, HostTree
 from collab_ls.units import Encoding
@@ -49,7 +51,14 @@ CURSOR_REQUESTS = frozenset(
     {"textDocument/hover", "textDocument/documentHighlight", "textDocument/completion"}
 )
 INLAY_HINT = "textDocument/inlayHint"
+HOST_WAIT = 3.0
+"""Seconds a guest's ``initialize`` waits to learn the host's server's capabilities."""
 EDITOR_ID_PREFIX = "collab-proxy:"
+
+
+def _knows_server(raw: dict[str, Any]) -> bool:
+    """Whether the session's ``host`` map tells the host's server (or that there is none)."""
+    return bool(raw.get("root")) and (bool(raw.get("capabilities")) or raw.get("state") == "none")
 
 
 class RawMessage:
@@ -78,6 +87,10 @@ class LanguageShell:
         self._editor_pending: dict[str, asyncio.Future[Any]] = {}
         self._work_done_progress = False
         self._progress_token = "collab-ls/workspace"
+        self.initial_host: HostInfo | None = None
+        """A guest: the host's server as the session showed it at ``initialize``."""
+        self._client_capabilities: dict[str, Any] = {}
+        self.features: GuestFeatures | None = None
 
     # ------------------------------------------------------------- routing
 
@@ -246,13 +259,42 @@ class LanguageShell:
         caps = raw_params.get("capabilities")
         window = caps.get("window") if isinstance(caps, dict) else None
         self._work_done_progress = isinstance(window, dict) and bool(window.get("workDoneProgress"))
+        self._client_capabilities = caps if isinstance(caps, dict) else {}
+
+    async def learn_host(self) -> None:
+        """A guest, during ``initialize``: join now and learn the host's server (bounded).
+
+        The editor then gets exactly the features the host's server has, with its
+        trigger characters, rather than a guess. If the host does not show up
+        within :data:`HOST_WAIT` seconds, the guest offers a broad set instead.
+        """
+        server = self._server
+        session = server.session
+        changed = asyncio.Event()
+        sub = session.host.observe(lambda _event: changed.set())
+        server._spawn(server.start_session())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOST_WAIT
+        try:
+            while not _knows_server(raw := session.host_info()):
+                left = deadline - loop.time()
+                if left <= 0:
+                    log.warning("the host's server is not known yet: offering every feature")
+                    return
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+            self.initial_host = HostInfo(raw)
+            log.info("the host's language server: %s", raw.get("server") or "none")
+        finally:
+            session.host.unobserve(sub)
 
     def merge_capabilities(self, ours: dict[str, Any]) -> dict[str, Any]:
         """Our ``initialize`` capabilities merged with the real server's (or a guest's)."""
         if self.host_proxy is not None:
             merged = dict(self.host_proxy.capabilities)
         elif not self._server.is_host:
-            merged = guest_capabilities()
+            merged = guest_capabilities(self.initial_host)
         else:
             return ours
         theirs_sync = merged.get("textDocumentSync")
@@ -275,7 +317,18 @@ class LanguageShell:
         workspace.update(ours.get("workspace") or {})
         if workspace:
             merged["workspace"] = workspace
-        return {k: v for k, v in merged.items() if v is not None}
+        offered = {k: v for k, v in merged.items() if v is not None}
+        if not self._server.is_host and self.features is None:
+            # What the host's server gains from now on is registered with the editor.
+            self.features = GuestFeatures(
+                self._server.session.host,
+                static=offered,
+                client_capabilities=self._client_capabilities,
+                request=self.request,
+                logger=log,
+            )
+            self.features.start()
+        return offered
 
     # -------------------------------------------------------------- session
 
@@ -406,6 +459,8 @@ class LanguageShell:
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
+        if self.features is not None:
+            await self.features.stop()
         if self._guest_tree is not None:
             await self._guest_tree.stop()
         if self._host_tree is not None:

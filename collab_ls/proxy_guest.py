@@ -101,38 +101,6 @@ EMPTY: dict[str, Any] = {
 }
 
 
-def guest_capabilities() -> dict[str, Any]:
-    """What a guest's collab-ls offers its editor before it knows the host's server.
-
-    Broad on purpose: what the host's server lacks is answered with the empty
-    result. Trigger characters are the common ones; semantic tokens use the
-    standard legend (the host's are remapped).
-    """
-    return {
-        "hoverProvider": True,
-        "completionProvider": {
-            "resolveProvider": True,
-            "triggerCharacters": [".", ":", ">", "(", "[", "'", '"', "/", "@", "<", "#"],
-        },
-        "signatureHelpProvider": {"triggerCharacters": ["(", ","], "retriggerCharacters": [")"]},
-        "definitionProvider": True,
-        "declarationProvider": True,
-        "typeDefinitionProvider": True,
-        "implementationProvider": True,
-        "referencesProvider": True,
-        "documentSymbolProvider": True,
-        "documentHighlightProvider": True,
-        "codeActionProvider": {"resolveProvider": True},
-        "documentFormattingProvider": True,
-        "documentRangeFormattingProvider": True,
-        "renameProvider": {"prepareProvider": True},
-        "foldingRangeProvider": True,
-        "selectionRangeProvider": True,
-        "workspaceSymbolProvider": True,
-        "semanticTokensProvider": {"legend": STANDARD_LEGEND, "full": True, "range": True},
-    }
-
-
 class HostInfo:
     """The host's language server as published in the session (``host`` map)."""
 
@@ -154,6 +122,7 @@ class HostInfo:
         except (TypeError, ValueError):
             registered = []
         self.registered = {m for m in registered if isinstance(m, str)}
+        self.guest_commands = raw.get("guest_commands") is True
 
     @property
     def legend(self) -> dict[str, Any] | None:

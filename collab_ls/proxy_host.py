@@ -229,6 +229,8 @@ class HostProxy:
                     "capabilities": json.dumps(self.capabilities),
                     "server": " ".join(self.argv),
                     "state": state,
+                    # What guests may offer their editors (see proxy_guest.guest_capabilities).
+                    "guest_commands": self.allow_guest_commands,
                 }
             )
         for callback in self._on_state:

@@ -46,6 +46,8 @@ class LspEditor:
     buffers: dict[str, Buffer] = field(default_factory=dict)
     encoding: Encoding = Encoding.UTF16
     stderr_path: Path | None = None
+    registrations: dict[str, types.Registration] = field(default_factory=dict)
+    """What collab-ls registered with this editor dynamically (``client/registerCapability``)."""
 
     async def start(self, *args: str) -> types.InitializeResult:
         self.client = make_test_lsp_client()
@@ -56,6 +58,16 @@ class LspEditor:
             return self._apply_edit(params)
 
         self.client.feature(types.WORKSPACE_APPLY_EDIT)(apply_edit)
+
+        def register(params: types.RegistrationParams) -> None:
+            self.registrations.update({r.id: r for r in params.registrations})
+
+        def unregister(params: types.UnregistrationParams) -> None:
+            for r in params.unregisterations:
+                self.registrations.pop(r.id, None)
+
+        self.client.feature(types.CLIENT_REGISTER_CAPABILITY)(register)
+        self.client.feature(types.CLIENT_UNREGISTER_CAPABILITY)(unregister)
         self.stderr_path = self.root.parent / f"{self.name}.log"
         cmd = [sys.executable, "-m", "collab_ls", *args, "--log-file", str(self.stderr_path)]
         await self.client.start_io(*cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})

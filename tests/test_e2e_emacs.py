@@ -84,6 +84,10 @@ class Emacs:
             "  (push prompt collab-test-prompts) nil)\n"
             "(advice-add 'y-or-n-p :override #'collab-test-record-prompt)\n"
             "(advice-add 'yes-or-no-p :override #'collab-test-record-prompt)\n"
+            # "File changed on disk; really edit the buffer?" blocks without a y-or-n-p.
+            "(advice-add 'ask-user-about-supersession-threat :override\n"
+            "            (lambda (file)\n"
+            '              (collab-test-record-prompt (format "supersession: %s" file))))\n'
             f"(defvar collab-test-file (expand-file-name {_elisp_string(rel)}))\n"
             "(defun collab-test-dump ()\n"
             "  (let* ((buf (find-buffer-visiting collab-test-file))\n"
@@ -153,6 +157,9 @@ class Emacs:
         deadline = time.monotonic() + within
         while True:
             self.tmux.keys("C-g")
+            # A quit throws away the keys typed ahead of it: let it finish first
+            # (a C-u lost that way once made `C-u M-x' a plain `M-x').
+            time.sleep(0.3)
             for key in keys:
                 self.tmux.keys(key)
             self.tmux.keys("M-x")
@@ -165,6 +172,18 @@ class Emacs:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def wait_for_text(self, expected: str, what: str, timeout: float = 15.0) -> None:
+        """Wait until the test file's buffer holds ``expected``; say what Emacs showed if not."""
+        try:
+            wait_until(lambda: self.text() == expected or None, timeout, what)
+        except DriverError as exc:
+            state = self.state() or {}
+            raise DriverError(
+                f"{exc}\n{self.name}'s text: {state.get('text')!r}\n"
+                f"prompts: {state.get('prompts')}\nmessages:\n{state.get('messages')}\n"
+                f"screen:\n{self.tmux.screen()}\ncollab-ls log tail:\n{self.log()[-3000:]}"
+            ) from exc
 
 
 @pytest.fixture
@@ -277,7 +296,7 @@ def test_emacs_shares_its_language_server_and_joins_into_a_workspace(
         return True if rows and text in rows[-1] else None
 
     # C-u M-x collab-ls-join: the URL, then the directory (its default input cleared).
-    guest.open_prompt("M-x", prompt, "C-u")
+    guest.open_prompt("C-u M-x", prompt, "C-u")
     guest.tmux.literal("collab-ls-join")
     guest.tmux.keys("Enter")
     wait_until(lambda: prompt("Join URL:"), 15, "the join URL prompt")
@@ -308,7 +327,8 @@ def test_emacs_shares_its_language_server_and_joins_into_a_workspace(
     )
     host.tmux.keys("M-<")
     host.tmux.literal("host: ")
-    wait_until(lambda: guest.text() == "host: " + INITIAL or None, 15, "host -> mirrored guest")
+    host.wait_for_text("host: " + INITIAL, "the host's typing in its own buffer")
+    guest.wait_for_text("host: " + INITIAL, "host -> mirrored guest")
     for emacs in (host, guest):
         state = emacs.state()
         assert state is not None and state["prompts"] == [], state

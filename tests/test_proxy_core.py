@@ -8,6 +8,7 @@ view of the session's documents kept in sync by incremental changes.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collab_ls.guest_features import guest_capabilities, registration_changes
 from collab_ls.linetext import LineText
 from collab_ls.peer_rpc import REQUEST_CANCELLED, Caller, PeerRpc, RpcError
+from collab_ls.proxy_guest import HostInfo
 from collab_ls.server_docs import ServerDocs
 from collab_ls.session import Session
 from collab_ls.units import Encoding
@@ -334,3 +337,106 @@ def test_command_line_of_the_shared_language_server(capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit):
             parse_args(bad)
         assert why in capsys.readouterr().err
+
+
+# ------------------------------------------------- a guest's capabilities
+
+
+def _host_info(caps: dict[str, Any], **extra: Any) -> HostInfo:
+    raw = {"client": 7, "root": "file:///srv/p", "state": "running"}
+    return HostInfo({**raw, "capabilities": json.dumps(caps), **extra})
+
+
+def test_guest_offers_what_the_hosts_server_has() -> None:
+    server = {
+        "hoverProvider": True,
+        "completionProvider": {"triggerCharacters": ["."], "resolveProvider": False},
+        "renameProvider": True,
+        "documentFormattingProvider": {"documentSelector": [{"pattern": "/srv/p/**"}]},
+        "codeLensProvider": {"resolveProvider": True},
+        "semanticTokensProvider": {
+            "legend": {"tokenTypes": ["x"], "tokenModifiers": []},
+            "full": {"delta": True},
+        },
+        "executeCommandProvider": {"commands": ["srv.fix"]},
+        "textDocumentSync": 1,
+        "inlayHintProvider": True,
+    }
+    caps = guest_capabilities(_host_info(server))
+    assert caps["completionProvider"] == {"triggerCharacters": ["."], "resolveProvider": False}
+    assert caps["renameProvider"] is True
+    # The host's paths and ids mean nothing to a guest; unproxied resolves are off.
+    assert caps["documentFormattingProvider"] == {}
+    assert caps["codeLensProvider"] == {"resolveProvider": False}
+    # Tokens come remapped to the standard legend, full results only.
+    tokens = caps["semanticTokensProvider"]
+    assert tokens["legend"]["tokenTypes"][0] == "namespace"
+    assert tokens["full"] is True and tokens["range"] is False
+    # Nothing the server lacks, nothing collab-ls decides itself, no commands unless allowed.
+    assert "definitionProvider" not in caps and "callHierarchyProvider" not in caps
+    assert not {"textDocumentSync", "inlayHintProvider", "executeCommandProvider"} & caps.keys()
+    allowed = guest_capabilities(_host_info(server, guest_commands=True))
+    assert allowed["executeCommandProvider"] == {"commands": ["srv.fix"]}
+    json.dumps(caps)  # ready for the wire
+
+
+def test_guest_capabilities_of_registrations_no_server_and_no_host() -> None:
+    registered = _host_info({"hoverProvider": True}, registrations='["textDocument/formatting"]')
+    assert guest_capabilities(registered)["documentFormattingProvider"] is True
+    assert guest_capabilities(_host_info({}, state="none")) == {}
+    broad = guest_capabilities(None)  # the host did not show up in time: everything
+    assert broad["definitionProvider"] and broad["callHierarchyProvider"]
+    broad["completionProvider"]["triggerCharacters"].clear()  # a copy, not the template
+    assert guest_capabilities(None)["completionProvider"]["triggerCharacters"]
+    json.dumps(broad)
+
+
+def test_features_the_server_gains_later_are_registered_with_the_editor() -> None:
+    client = {
+        "textDocument": {
+            "rangeFormatting": {"dynamicRegistration": True},
+            "rename": {"dynamicRegistration": False},
+            "completion": {"dynamicRegistration": True},
+        },
+        "workspace": {"executeCommand": {"dynamicRegistration": True}},
+    }
+    static = {"hoverProvider": True, "completionProvider": {"triggerCharacters": ["."]}}
+    now = guest_capabilities(
+        _host_info(
+            {
+                "documentRangeFormattingProvider": {"documentSelector": [{"pattern": "/srv/**"}]},
+                "renameProvider": True,
+                "completionProvider": {"triggerCharacters": [".", ">"]},
+                "executeCommandProvider": {"commands": ["srv.fix"]},
+            },
+            guest_commands=True,
+        )
+    )
+    register, unregister = registration_changes(static, {}, now, client)
+    # Offered statically: never again (completion); the editor can't register rename.
+    assert unregister == []
+    assert register == [
+        {
+            "id": "collab-host:documentRangeFormattingProvider",
+            "method": "textDocument/rangeFormatting",
+            "registerOptions": {"documentSelector": None},
+        },
+        {
+            "id": "collab-host:executeCommandProvider",
+            "method": "workspace/executeCommand",
+            "registerOptions": {"commands": ["srv.fix"]},
+        },
+    ]
+    registered = {
+        "documentRangeFormattingProvider": now["documentRangeFormattingProvider"],
+        "executeCommandProvider": now["executeCommandProvider"],
+    }
+    assert registration_changes(static, registered, now, client) == ([], [])
+    # The host restarts with no server: what was registered is withdrawn.
+    gone = guest_capabilities(_host_info({}, state="none"))
+    register, unregister = registration_changes(static, registered, gone, client)
+    assert register == []
+    assert [u["method"] for u in unregister] == [
+        "textDocument/rangeFormatting",
+        "workspace/executeCommand",
+    ]

@@ -127,6 +127,23 @@ async def test_guest_gets_the_hosts_answers(tmp_path: Path, editors: list[LspEdi
     host, guest = await _share(tmp_path, editors)
     caps = host.capabilities  # type: ignore[attr-defined]
     assert caps.hover_provider and caps.rename_provider and caps.definition_provider
+    # The guest offers exactly pylsp's features, learnt from the session at `initialize`:
+    # its trigger characters, and nothing pylsp lacks.
+    theirs = guest.capabilities  # type: ignore[attr-defined]
+    assert theirs.completion_provider.trigger_characters == (
+        caps.completion_provider.trigger_characters
+    )
+    assert theirs.signature_help_provider.trigger_characters == (
+        caps.signature_help_provider.trigger_characters
+    )
+    for feature in ("rename_provider", "definition_provider", "document_symbol_provider"):
+        assert bool(getattr(theirs, feature)) == bool(getattr(caps, feature)), feature
+    for feature in (
+        "call_hierarchy_provider",
+        "type_hierarchy_provider",
+        "semantic_tokens_provider",
+    ):
+        assert getattr(caps, feature) is None and getattr(theirs, feature) is None, feature
 
     # Hover on `greet` in line 2 ("message = greet(...)"): same docstring for both.
     host_hover = _hover_text(await _hover(host, "main.py", 2, 12))
@@ -407,7 +424,10 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
     url = await host.command("collab.shareUrl")
     guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
     editors.append(guest)
-    await guest.start("--join", url)
+    caps = (await guest.start("--join", url)).capabilities
+    # The host lets guests run its server's commands: the guest offers them.
+    assert caps.execute_command_provider is not None
+    assert "demo.insertHeader" in caps.execute_command_provider.commands
     guest.open("main.py")
     await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
     # A guest runs the server's command (allowed here): the edit it causes converges.
@@ -438,6 +458,19 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
         ),
         what="the second edit at both",
     )
+    # A feature the server gains after the guest joined is registered with the guest's
+    # editor (on the guest's terms: no host paths), and served.
+    assert caps.document_range_formatting_provider is None
+    await host.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="demo.registerRangeFormatting", arguments=[])
+    )
+    key = "collab-host:documentRangeFormattingProvider"
+    await eventually(
+        lambda: key in guest.registrations, what="range formatting registered with the guest"
+    )
+    registration = guest.registrations[key]
+    assert registration.method == "textDocument/rangeFormatting"
+    assert registration.register_options == {"documentSelector": None}
     # Formatting, which the server registered dynamically (not in its initialize
     # result), is served to the guest too, and its edit converges.
     edits = await guest.client.text_document_formatting_async(

@@ -7,6 +7,7 @@ embedded relay, driven by pytest-lsp clients.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
+from collab_ls.lsp_process import LspProcess
 from tests.lsp_editor import LspEditor, eventually
 from tests.test_proxy_lsp import LIB, MAIN, PYLSP, _hover, _hover_text, _pos, _project
 
@@ -255,7 +257,11 @@ async def test_a_server_that_cannot_start_leaves_editing_intact(
     (guest_root / "main.py").write_text("stale\n")
     guest = LspEditor("guest", guest_root, "visual-studio-code")
     editors.append(guest)
-    await guest.start("--join", url)
+    caps = (await guest.start("--join", url)).capabilities
+    # The guest learnt at `initialize` that the host has no server: it offers none of
+    # its features (hover stays: collab-ls reads cursors from it).
+    assert caps.definition_provider is None and caps.rename_provider is None
+    assert caps.semantic_tokens_provider is None and caps.references_provider is None
     guest.open("main.py")
     await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
     assert await _hover(guest, "main.py", 2, 12) is None  # no server: the LSP "nothing"
@@ -263,3 +269,49 @@ async def test_a_server_that_cannot_start_leaves_editing_intact(
     await eventually(
         lambda: host.buffers["main.py"].text == "# typed\n" + MAIN, what="editing still works"
     )
+
+
+async def test_a_guest_says_nothing_before_its_initialize_result(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """A guest joins while it answers ``initialize`` (to learn the host's server), yet its
+    editor gets nothing LSP forbids before the result: status, peers and requests wait."""
+    host = LspEditor("host", _host_project(tmp_path), "neovim")
+    editors.append(host)
+    await host.start("--share")
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    host.open("main.py")
+    url = await host.command("collab.shareUrl")
+    guest_root = tmp_path / "guest"
+    guest_root.mkdir()
+    answered: asyncio.Future[Any] | None = None
+    before: list[str] = []
+    seen: list[str] = []
+
+    def record(method: str) -> None:
+        seen.append(method)
+        if answered is None or not answered.done():
+            before.append(method)
+
+    async def on_request(method: str, _params: Any) -> Any:
+        record(method)
+        return None
+
+    argv = [sys.executable, "-m", "collab_ls", "--join", url, "--log-file", str(tmp_path / "g.log")]
+    guest = LspProcess(
+        argv, on_notification=lambda method, _params: record(method), on_request=on_request
+    )
+    async with guest:
+        capabilities = {
+            "window": {"workDoneProgress": True, "showDocument": {"support": True}},
+            "workspace": {"applyEdit": True, "inlayHint": {"refreshSupport": True}},
+        }
+        params = {"processId": None, "rootUri": guest_root.as_uri(), "capabilities": capabilities}
+        answered = asyncio.ensure_future(guest.request("initialize", params, timeout=30))
+        result = await answered
+        assert "hoverProvider" in result["capabilities"]
+        guest.notify("initialized", {})
+        await eventually(lambda: "$/collab/peers" in seen, what="the host in the guest's peers")
+        await eventually(lambda: "$/collab/status" in seen, what="the guest's status")
+    allowed = {"window/showMessage", "window/logMessage"}
+    assert not [m for m in before if m not in allowed], before
