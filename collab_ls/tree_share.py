@@ -195,12 +195,13 @@ class GuestTree:
             host = self._host()
             if host is None:
                 raise RpcError(0, "no host in the session")
+            asked = self.mirror.meta(key)  # if the host's file changes meanwhile: fetch again
             answer = await self._rpc.request(host, "readFile", {"path": key}, timeout=FETCH_TIMEOUT)
             text = answer.get("text") if isinstance(answer, dict) else None
             if not isinstance(text, str):
                 raise RpcError(0, f"no text for {key}")
             if not self._is_open(key):  # the session's live text wins
-                self.mirror.write(key, text)
+                self.mirror.write(key, text, expected=asked)
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)

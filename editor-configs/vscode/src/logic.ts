@@ -40,7 +40,7 @@ export class JoinUrlError extends Error {}
 
 /**
  * Parse and check one join URL, with the messages collab-ls gives
- * (collab_ls/relay_link.py `parse_relay_url`).
+ * (collab_ls/relay_urls.py `parse_relay_url`).
  */
 export function parseJoinUrl(text: string): JoinUrl {
   const url = text.trim();
