@@ -22,8 +22,11 @@ def setup_logging(options: Options) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(options.log_level)
-    # pygls logs every message at DEBUG; keep it quieter unless asked.
-    logging.getLogger("pygls").setLevel(max(logging.INFO, root.level))
+    # pygls logs the body of every message it sends at INFO: the shared text, in
+    # every editor's log (Neovim keeps a server's stderr), and a write per keystroke.
+    # Only with --log-level DEBUG.
+    debug = root.level <= logging.DEBUG
+    logging.getLogger("pygls").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,6 +115,10 @@ async def test_two_peers_type_concurrently_into_one_line(
     # Nothing lost, nothing duplicated: every character typed is there exactly once.
     assert Counter(final) == Counter(INITIAL + "".join(typed_h + typed_g))
     assert "newer than edits" not in host.log()
+    # At the default log level no message body is logged: the shared text stays out
+    # of the logs (and out of the editor's, which keeps a server's stderr).
+    for log in (host.log(), guest.log()):
+        assert "second: " not in log and "Sending data" not in log
 
 
 async def test_three_peers_and_a_late_joiner(tmp_path: Path, editors: list[LspEditor]) -> None:
