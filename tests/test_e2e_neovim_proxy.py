@@ -186,3 +186,36 @@ def test_guest_hovers_and_jumps_with_the_hosts_pylsp(nvims: Fleet, tmp_path: Pat
 
     for ed in (host, guest):
         assert "Traceback" not in ed.log(), ed.log()[-4000:]
+
+
+def test_guest_without_a_checkout_joins_into_a_folder(nvims: Fleet, tmp_path: Path) -> None:
+    """``:CollabJoin {url} {dir}``: the host's project is mirrored into ``dir``, whose
+    files are shared, and the host's pylsp answers there."""
+    host = nvims.start("host", make_project(tmp_path / "host", FILES))
+    host.lua("require('collab').setup({ language_server = ... })", PYLSP)
+    host.edit("main.py")
+    url = host.share()
+    host.wait_connected("main.py")
+    guest = nvims.start("guest", make_project(tmp_path / "elsewhere", {"notes.txt": "mine\n"}))
+    mirror = tmp_path / "mirror" / "project"  # made by the config
+    guest.nvim.command(f"CollabJoin {url} {guest.fnameescape(mirror)}")
+    cmd = _command_line(guest)
+    join = cmd.index("--join")
+    assert cmd[join : join + 4] == ["--join", url, "--workspace", str(mirror)], cmd
+    wait_until(
+        lambda: (mirror / "lib.py").is_file() and (mirror / "lib.py").read_text() == LIB,
+        20,
+        "the host's lib.py mirrored into the guest's folder",
+    )
+    guest.root = mirror  # from here on, the guest's files are the mirror's
+    guest.edit("main.py")
+    guest.wait_connected("main.py")
+    wait_converged([host, guest], "main.py", 20, "the mirrored main.py is shared")
+    assert "Say hello to someone" in _hover_until(guest, *GREET_CALL, "Say hello", 30)
+    _show_main(guest)
+    guest.input("Go# from the mirror<Esc>")
+    wait_converged(
+        [host, guest], "main.py", 15, "the guest's line at the host", lambda t: "mirror" in t
+    )
+    assert not (tmp_path / "elsewhere" / "main.py").exists()  # nothing written elsewhere
+    assert "Traceback" not in guest.log(), guest.log()[-4000:]

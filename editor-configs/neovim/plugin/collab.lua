@@ -12,8 +12,12 @@ command('CollabShare', function(o)
 end, { nargs = '?', desc = 'collab-ls: share this project (optional relay URL)' })
 
 command('CollabJoin', function(o)
-  require('collab').join(o.args)
-end, { nargs = 1, desc = 'collab-ls: join a shared session by URL' })
+  if #o.fargs > 2 then
+    vim.notify('collab: :CollabJoin {url} [dir]: one directory at most (escape spaces with \\)', vim.log.levels.ERROR)
+    return
+  end
+  require('collab').join(o.fargs[1], o.fargs[2])
+end, { nargs = '+', complete = 'dir', desc = 'collab-ls: join a shared session by URL [into a folder, with no checkout]' })
 
 command('CollabStatus', function()
   require('collab').show_status()

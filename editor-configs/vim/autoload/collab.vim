@@ -26,6 +26,12 @@
 "   g:collab_language_server     with :CollabShare, the language server to share
 "                                with the guests, e.g. ['pylsp']: appended last,
 "                                as `-- pylsp` (ignored by :CollabJoin)
+"   g:collab_set_omnifunc        0: leave 'omnifunc' alone (default: collab#complete)
+"   g:collab_complete_timeout    ms completion may take, default 2000
+"   g:collab_map_keys            1: K, gd, gr in shared buffers (or a Dict)
+"
+" The language features (hover, definition, references, diagnostics,
+" completion, rename, formatting) are in autoload/collab/language.vim.
 "
 " :CollabJoin {url} [dir]: with dir, `--workspace dir` (a guest with no
 " checkout: the host's project is mirrored into dir, which is then the root).
@@ -281,8 +287,17 @@ function! s:start(args, role, ...) abort
         \   'workspace': {'applyEdit': v:true, 'workspaceEdit': {'documentChanges': v:true},
         \                 'executeCommand': {'dynamicRegistration': v:false},
         \                 'workspaceFolders': v:true},
-        \   'textDocument': {'synchronization': {'dynamicRegistration': v:false,
-        \                    'didSave': v:false, 'willSave': v:false}},
+        \   'textDocument': {
+        \     'synchronization': {'dynamicRegistration': v:false, 'didSave': v:false, 'willSave': v:false},
+        \     'hover': {'contentFormat': ['plaintext', 'markdown']},
+        \     'definition': {'linkSupport': v:true},
+        \     'references': {},
+        \     'completion': {'contextSupport': v:true, 'completionItem': {'snippetSupport': v:false,
+        \                    'documentationFormat': ['plaintext', 'markdown']}},
+        \     'rename': {'prepareSupport': v:false},
+        \     'formatting': {},
+        \     'publishDiagnostics': {'relatedInformation': v:false},
+        \   },
         \   'window': {'showMessage': {}, 'showDocument': {'support': v:true}},
         \ }}
   call s:request('initialize', params, function('s:on_initialize'))
@@ -304,11 +319,14 @@ function! s:on_initialize(ch, resp) abort
     autocmd BufReadPost,BufNewFile * call s:open(str2nr(expand('<abuf>')))
     autocmd BufUnload * call s:close(str2nr(expand('<abuf>')))
     autocmd CursorMoved,CursorMovedI * call s:schedule_cursor()
+    autocmd BufEnter * call s:on_enter(str2nr(expand('<abuf>')))
+    autocmd FileType * call s:on_filetype(str2nr(expand('<abuf>')))
     autocmd VimLeavePre * call collab#stop()
   augroup END
   for info in getbufinfo({'bufloaded': 1})
     call s:open(info.bufnr)
   endfor
+  call s:on_enter(bufnr('%'))
   if s:role ==# 'host'
     call s:fetch_url(300)
   endif
@@ -361,6 +379,7 @@ function! s:reset() abort
   for [buf, doc] in items(s:docs)
     silent! call listener_remove(doc.listener)
   endfor
+  silent! call collab#language#reset(map(keys(s:docs), 'str2nr(v:val)'))
   call s:clear_peers()
   silent! autocmd! collab
   let s:docs = {}
@@ -388,6 +407,20 @@ function! s:open(buf) abort
   call s:notify('textDocument/didOpen', {'textDocument': {
         \ 'uri': doc.uri, 'languageId': ft !=# '' ? ft : 'plaintext',
         \ 'version': 0, 'text': s:text(lines, eol)}})
+  call collab#language#attach(a:buf)
+endfunction
+
+function! s:on_enter(buf) abort
+  if has_key(s:docs, a:buf)
+    call collab#language#map_keys(a:buf)
+  endif
+endfunction
+
+" An ftplugin may set 'omnifunc' after the buffer was opened.
+function! s:on_filetype(buf) abort
+  if has_key(s:docs, a:buf)
+    call collab#language#attach(a:buf)
+  endif
 endfunction
 
 function! s:close(buf) abort
@@ -397,6 +430,7 @@ function! s:close(buf) abort
   endif
   silent! call listener_remove(doc.listener)
   call remove(s:docs, a:buf)
+  call collab#language#detach(a:buf)
   call s:notify('textDocument/didClose', {'textDocument': {'uri': doc.uri}})
 endfunction
 
@@ -710,6 +744,8 @@ function! s:on_message(ch, msg) abort
     call s:show_message(params)
   elseif m ==# '$/collab/status'
     call s:on_status(params)
+  elseif m ==# 'textDocument/publishDiagnostics'
+    call collab#language#on_diagnostics(params)
   elseif m ==# '$/collab/peers'
     call s:render_peers(get(params, 'peers', []))
   elseif m ==# '$/collab/chat'
@@ -995,4 +1031,78 @@ endfunction
 
 function! collab#stderr() abort
   return copy(s:stderr)
+endfunction
+
+" -------------------------------------- for autoload/collab/language.vim
+
+function! collab#say(msg, ...) abort
+  call s:say(a:msg, a:0 ? a:1 : 'info')
+endfunction
+
+function! collab#ready() abort
+  return s:ready && s:running()
+endfunction
+
+function! collab#shared(buf) abort
+  return has_key(s:docs, a:buf)
+endfunction
+
+" A request with a callback (the response Dict); 0 when collab-ls is not running.
+function! collab#request(method, params, Callback) abort
+  if !collab#ready() || ch_status(s:ch) !=# 'open'
+    return 0
+  endif
+  call s:request(a:method, a:params, a:Callback)
+  return 1
+endfunction
+
+" A request answered within `timeout` ms: the response Dict, {} on a timeout.
+function! collab#request_sync(method, params, timeout) abort
+  if !collab#ready()
+    return {}
+  endif
+  try
+    let resp = ch_evalexpr(s:ch, {'method': a:method, 'params': a:params}, {'timeout': a:timeout})
+  catch
+    return {}
+  endtry
+  return type(resp) == v:t_dict ? resp : {}
+endfunction
+
+" {textDocument: {uri}, position} of the 1-based line and byte column in a
+" shared buffer, in the text as reported (pending changes are sent first);
+" {} when the buffer is not shared.
+function! collab#doc_position(buf, lnum, col) abort
+  if !has_key(s:docs, a:buf)
+    return {}
+  endif
+  call listener_flush(a:buf)
+  let doc = s:docs[a:buf]
+  return {'textDocument': {'uri': doc.uri}, 'position': s:pos(a:lnum - 1, a:col - 1, doc.lines)}
+endfunction
+
+" Byte column (0-based) of `units` code units of the negotiated encoding into `line`.
+function! collab#byte_col(line, units) abort
+  return s:byte_col(a:line, a:units)
+endfunction
+
+function! collab#path_from_uri(uri) abort
+  return s:path_from_uri(a:uri)
+endfunction
+
+" A WorkspaceEdit applied like workspace/applyEdit: {applied, failureReason}.
+function! collab#apply_workspace_edit(edit) abort
+  return s:apply_edit({'edit': a:edit})
+endfunction
+
+" TextEdit[] applied to a buffer; the change goes out at once.
+function! collab#apply_text_edits(buf, edits) abort
+  call listener_flush(a:buf)
+  call s:apply_text_edits(a:buf, a:edits)
+  call listener_flush(a:buf)
+endfunction
+
+" 'omnifunc' for shared buffers (set unless g:collab_set_omnifunc is 0).
+function! collab#complete(findstart, base) abort
+  return collab#language#complete(a:findstart, a:base)
 endfunction

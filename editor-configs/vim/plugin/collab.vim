@@ -20,3 +20,11 @@ command! -nargs=0 CollabUnfollow call collab#unfollow()
 command! -nargs=+ CollabChat call collab#chat(<q-args>)
 command! -nargs=0 CollabStatus call collab#show_status()
 command! -nargs=0 CollabStop call collab#stop()
+
+" The host's language server, through collab-ls (autoload/collab/language.vim).
+command! -nargs=0 CollabHover call collab#language#hover()
+command! -nargs=0 CollabDefinition call collab#language#definition()
+command! -nargs=0 CollabReferences call collab#language#references()
+command! -nargs=0 -bang CollabDiagnostics call collab#language#diagnostics_list(<bang>0)
+command! -nargs=? CollabRename call collab#language#rename(<q-args>)
+command! -nargs=0 CollabFormat call collab#language#format()

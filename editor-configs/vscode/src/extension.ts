@@ -12,6 +12,7 @@ import {
 } from 'vscode-languageclient/node';
 import {
   JoinUrlError,
+  joinsWithoutCheckout,
   PeerDecoration,
   SessionStatus,
   chatLine,
@@ -77,11 +78,22 @@ function workspaceRoot(): vscode.WorkspaceFolder | undefined {
   return (active && vscode.workspace.getWorkspaceFolder(active)) ?? vscode.workspace.workspaceFolders?.[0];
 }
 
-async function start(mode: { share: true; relay?: string } | { join: string }): Promise<void> {
+async function start(mode: { share: true; relay?: string } | { join: string; workspace?: string }): Promise<void> {
   const folder = workspaceRoot();
   if (!folder) {
     void vscode.window.showErrorMessage('collab: open a folder first: collab-ls shares a workspace folder');
     return;
+  }
+  if ('join' in mode) {
+    // A guest with no checkout opens an empty folder: the host's project is mirrored into it.
+    const entries = await vscode.workspace.fs.readDirectory(folder.uri).then(
+      (list) => list.map(([name]) => name),
+      () => [] as string[],
+    );
+    const setting = vscode.workspace.getConfiguration('collab').get<unknown>('mirrorHostProject');
+    if (joinsWithoutCheckout(setting, entries)) {
+      mode = { join: mode.join, workspace: folder.uri.fsPath };
+    }
   }
   await stop();
   const config = vscode.workspace.getConfiguration('collab');

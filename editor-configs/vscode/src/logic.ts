@@ -224,16 +224,39 @@ export function languageServerCommand(value: unknown): string[] | undefined {
   return [...command];
 }
 
+/** The `collab.mirrorHostProject` setting: when a guest mirrors the host's project. */
+export type MirrorSetting = 'ifEmpty' | 'always' | 'never';
+
+/**
+ * Whether a guest joins with no checkout (`--workspace`: the host's project is
+ * mirrored into the workspace folder), from the setting and the folder's entries.
+ * `ifEmpty` (the default) mirrors into a folder that holds nothing but dotfiles,
+ * so a guest with a checkout never gets files written into it.
+ */
+export function joinsWithoutCheckout(setting: unknown, entries: string[]): boolean {
+  if (setting === 'always') {
+    return true;
+  }
+  if (setting === 'never') {
+    return false;
+  }
+  return entries.every((name) => name.startsWith('.'));
+}
+
 /**
  * The `collab-ls` arguments for sharing or joining. When sharing, the language
  * server command goes last, after `--` (collab-ls takes everything after it as
- * the server's command line); joining never passes one.
+ * the server's command line); joining never passes one. A join with a
+ * `workspace` mirrors the host's project into it (`--workspace DIR`).
  */
 export function serverArgs(
-  mode: { share: true; relay?: string } | { join: string },
+  mode: { share: true; relay?: string } | { join: string; workspace?: string },
   opts: { name?: string; logFile?: string; languageServer?: string[] } = {},
 ): string[] {
-  const args = 'join' in mode ? ['--join', mode.join] : ['--share', ...(mode.relay ? ['--relay', mode.relay] : [])];
+  const args =
+    'join' in mode
+      ? ['--join', mode.join, ...(mode.workspace ? ['--workspace', mode.workspace] : [])]
+      : ['--share', ...(mode.relay ? ['--relay', mode.relay] : [])];
   if (opts.name) {
     args.push('--name', opts.name);
   }

@@ -5,6 +5,7 @@ import {
   JoinUrlError,
   chatLine,
   decorationsByUri,
+  joinsWithoutCheckout,
   languageServerCommand,
   parseJoinArgument,
   parseJoinUrl,
@@ -178,6 +179,21 @@ describe('statusText, serverArgs, languageServerCommand, chatLine', () => {
     const join = serverArgs({ join: 'ws://h:1/r?secret=s' }, { name: 'bo', languageServer: ['pylsp'] });
     assert.deepEqual(join, ['--join', 'ws://h:1/r?secret=s', '--name', 'bo']);
     assert.ok(!join.includes('--'));
+    // A guest with no checkout: the host's project is mirrored into the folder.
+    assert.deepEqual(serverArgs({ join: 'ws://h:1/r?secret=s', workspace: '/w/p' }), [
+      '--join',
+      'ws://h:1/r?secret=s',
+      '--workspace',
+      '/w/p',
+    ]);
+  });
+
+  it('mirrors the host project into an empty folder only, unless told', () => {
+    assert.ok(joinsWithoutCheckout(undefined, []));
+    assert.ok(joinsWithoutCheckout('ifEmpty', ['.vscode', '.git']));
+    assert.ok(!joinsWithoutCheckout('ifEmpty', ['.vscode', 'main.py']));
+    assert.ok(joinsWithoutCheckout('always', ['main.py']));
+    assert.ok(!joinsWithoutCheckout('never', []));
   });
 
   it('reads the collab.languageServer setting', () => {

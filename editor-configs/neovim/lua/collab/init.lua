@@ -13,7 +13,7 @@
 --- and every guest get its hover, definition, completion and the rest.
 ---
 --- Commands (defined by plugin/collab.lua): `:CollabShare [relay-url]`,
---- `:CollabJoin {url}`, `:CollabStatus`, `:CollabStop`, `:CollabPeers`,
+--- `:CollabJoin {url} [dir]`, `:CollabStatus`, `:CollabStop`, `:CollabPeers`,
 --- `:CollabFollow {name}`, `:CollabUnfollow`, `:CollabChat {text}`.
 ---
 --- In shared buffers `u` and `<C-r>` run collab.undo / collab.redo (your own
@@ -658,10 +658,11 @@ local function fetch_url(tries)
   end)
 end
 
---- Start collab-ls for the current project.
+--- Start collab-ls for the current project (or `root`).
 --- @param args string[] mode arguments (`--share` / `--join URL`)
 --- @param role 'host'|'guest'
-local function start(args, role)
+--- @param root string? the shared root (default: the current project's)
+local function start(args, role, root)
   if M.client() then
     notify(
       ('collab: already %s %s; :CollabStop first'):format(
@@ -672,7 +673,7 @@ local function start(args, role)
     )
     return nil
   end
-  local root = project_root()
+  root = root or project_root()
   local cmd = vim.list_extend(vim.deepcopy(M.config.cmd), args)
   if M.config.name then
     vim.list_extend(cmd, { '--name', M.config.name })
@@ -759,15 +760,25 @@ function M.share(relay_url)
   return id
 end
 
---- `:CollabJoin {url}`: join a session with the host's URL.
+--- `:CollabJoin {url} [dir]`: join a session with the host's URL.
+--- With `dir`, join with no checkout of the project: collab-ls mirrors the
+--- host's project into `dir` (created if needed), which is the shared root.
 --- @param url string
+--- @param dir string?
 --- @return integer? client_id
-function M.join(url)
+function M.join(url, dir)
   if not url or url == '' then
     notify('collab: :CollabJoin needs the URL the host shared', vim.log.levels.ERROR)
     return nil
   end
-  local id = start({ '--join', url }, 'guest')
+  local args, root = { '--join', url }, nil
+  if dir and dir ~= '' then
+    root = vim.fs.normalize(vim.fn.fnamemodify(vim.fn.expand(dir), ':p'))
+    -- collab-ls would create it, but the shared root must exist to be the client's.
+    vim.fn.mkdir(root, 'p')
+    vim.list_extend(args, { '--workspace', root })
+  end
+  local id = start(args, 'guest', root)
   if id then
     state.url = url
   end
