@@ -39,7 +39,7 @@ _COMPLETION = {
 }
 _SIGNATURE_HELP = {"triggerCharacters": ["(", ","], "retriggerCharacters": [")"]}
 _LEGEND = {kind: list(names) for kind, names in STANDARD_LEGEND.items()}  # JSON-ready
-_SEMANTIC_TOKENS = {"legend": _LEGEND, "full": True, "range": True}
+_SEMANTIC_TOKENS = {"legend": _LEGEND, "full": {"delta": True}, "range": True}
 
 #: What a guest offers before it knows the host's server (it did not show up in
 #: time): broad on purpose, what the server lacks gets the empty answer.
@@ -153,7 +153,8 @@ def guest_capabilities(info: HostInfo | None = None) -> dict[str, Any]:
         server = server if isinstance(server, dict) else {}
         out["semanticTokensProvider"] = {
             "legend": _LEGEND,
-            "full": bool(server.get("full", True)),
+            # Deltas are made by the guest itself (from the host's full tokens).
+            "full": {"delta": True} if server.get("full", True) else False,
             "range": bool(server.get("range", False)),
         }
     commands = info.capabilities.get("executeCommandProvider")

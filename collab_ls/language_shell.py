@@ -32,7 +32,7 @@ from collab_ls.peer_rpc import (
     PeerRpc,
     RpcError,
 )
-from collab_ls.proxy_guest import CMD_APPLY_HOST_ACTION, GuestProxy, HostInfo
+from collab_ls.proxy_guest import CMD_APPLY_HOST_ACTION, TOKENS_DELTA, GuestProxy, HostInfo
 from collab_ls.proxy_host import GUEST_METHODS, PASSED_NOTIFICATIONS, HostProxy
 from collab_ls.tree_share import GuestTree, HostTree
 from collab_ls.units import Encoding
@@ -122,7 +122,7 @@ class LanguageShell:
                 return False
         if self.host_proxy is not None:
             return True
-        return method in GUEST_METHODS
+        return method in GUEST_METHODS or method == TOKENS_DELTA
 
     def handle(self, message: RawMessage) -> None:
         data = message.data

@@ -31,7 +31,7 @@ from collab_ls.units import Encoding, PositionError, index_to_units, units_len, 
 
 __all__ = [
     "STANDARD_LEGEND", "convert_semantic_tokens", "convert_signature_offsets",
-    "remap_token_legend",
+    "remap_token_legend", "token_delta",
 ]  # fmt: skip
 
 # -- one line's units -----------------------------------------------------------------
@@ -230,3 +230,29 @@ def convert_signature_offsets(result: Any, src: Encoding, dst: Encoding) -> Any:
             new_params.append(p)
         out_sigs.append({**sig, "parameters": new_params})
     return {**result, "signatures": out_sigs}
+
+
+def token_delta(old: Sequence[int], new: Sequence[int]) -> list[dict[str, Any]]:
+    """The ``SemanticTokensEdit`` list that turns ``old`` token data into ``new``.
+
+    One edit over what lies between the common prefix and the common suffix
+    (in whole tokens, so no edit splits one); none if they are equal.
+    """
+    limit = min(len(old), len(new))
+    prefix = 0
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    prefix -= prefix % 5
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    suffix -= suffix % 5
+    if prefix == len(old) == len(new):
+        return []
+    return [
+        {
+            "start": prefix,
+            "deleteCount": len(old) - prefix - suffix,
+            "data": list(new[prefix : len(new) - suffix]),
+        }
+    ]

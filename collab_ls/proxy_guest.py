@@ -25,6 +25,7 @@ terms:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from collab_ls.lsp_json import (
     remap_token_legend,
     uris_in,
 )
+from collab_ls.lsp_tokens import token_delta
 from collab_ls.peer_rpc import REQUEST_FAILED, Caller, PeerRpc, RpcError
 from collab_ls.session import NotInWorkspace, Session, relative_path
 from collab_ls.units import Encoding
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 
 CMD_APPLY_HOST_ACTION = "collab.applyHostAction"
 JOIN_WAIT = 5.0
+TOKENS_DELTA = "textDocument/semanticTokens/full/delta"
+"""Answered by the guest itself, from the host's full tokens and the last ones it sent."""
+TOKEN_RESULTS_KEPT = 64
+"""Documents whose last semantic tokens a guest keeps, for deltas."""
 """Seconds a request waits for a session still syncing to show its host."""
 
 #: The host server's capability that serves each method (None: always try).
@@ -74,6 +80,7 @@ CAPABILITY = {
     "textDocument/rename": "renameProvider",
     "textDocument/prepareRename": "renameProvider",
     "textDocument/semanticTokens/full": "semanticTokensProvider",
+    "textDocument/semanticTokens/full/delta": "semanticTokensProvider",
     "textDocument/semanticTokens/range": "semanticTokensProvider",
     "textDocument/foldingRange": "foldingRangeProvider",
     "textDocument/selectionRange": "selectionRangeProvider",
@@ -166,6 +173,9 @@ class GuestProxy:
         self._ensure_file = ensure_file
         self.timeout = timeout
         self._log = logger
+        self._token_results: dict[str, tuple[str, list[int]]] = {}
+        """Per document: the id and data of the last semantic tokens sent (for deltas)."""
+        self._token_ids = itertools.count(1)
 
     def host(self) -> HostInfo | None:
         raw = self._session.host_info()
@@ -206,6 +216,12 @@ class GuestProxy:
         info = await self._wait_host()
         if info is None or not info.serves(method):
             return EMPTY.get(method)
+        previous: Any = None
+        if method == TOKENS_DELTA and isinstance(params, dict):
+            # The host is asked for full tokens; the delta is made here.
+            previous = params.get("previousResultId")
+            method = "textDocument/semanticTokens/full"
+            params = {k: v for k, v in params.items() if k != "previousResultId"}
         doc_uri = _doc_uri(params)
         here = self.root.absolute().as_uri()
         to_host, to_guest = RootMap(here, info.root), RootMap(info.root, here)
@@ -222,7 +238,10 @@ class GuestProxy:
         result = to_guest.rewrite(result)
         await self._fetch_targets(result)
         if method.startswith("textDocument/semanticTokens"):
-            return self._tokens(result, doc_uri, info, cache)
+            tokens = self._tokens(result, doc_uri, info, cache)
+            if method.endswith("/full") and doc_uri is not None:
+                return self._token_result(doc_uri, tokens, previous)
+            return tokens
         if self.encoding != info.encoding:
             result = convert_positions(
                 result,
@@ -325,8 +344,22 @@ class GuestProxy:
             data = remap_token_legend(data, legend, STANDARD_LEGEND)
         out = dict(result)
         out["data"] = data
-        out.pop("resultId", None)  # no deltas: the legend differs from the host's
+        out.pop("resultId", None)  # the host's: deltas are the guest's own
         return out
+
+    def _token_result(self, uri: str, tokens: Any, previous: Any) -> Any:
+        """Full tokens with a result id, or the delta from the ``previous`` result."""
+        if not isinstance(tokens, dict) or not isinstance(tokens.get("data"), list):
+            return tokens
+        data: list[int] = tokens["data"]
+        last = self._token_results.pop(uri, None)
+        result_id = str(next(self._token_ids))
+        self._token_results[uri] = (result_id, data)
+        while len(self._token_results) > TOKEN_RESULTS_KEPT:
+            del self._token_results[next(iter(self._token_results))]  # the oldest
+        if last is not None and previous is not None and last[0] == previous:
+            return {"resultId": result_id, "edits": token_delta(last[1], data)}
+        return {"resultId": result_id, "data": data}
 
     # -------------------------------------------------------- notifications
 

@@ -24,6 +24,7 @@ from collab_ls.lsp_json import (
     uri_to_path,
     uris_in,
 )
+from collab_ls.lsp_tokens import token_delta
 from collab_ls.units import Encoding, index_to_units
 
 U8, U16, U32 = Encoding.UTF8, Encoding.UTF16, Encoding.UTF32
@@ -639,3 +640,36 @@ def test_legend_remap_to_superset_and_back(
         narrow["tokenTypes"][t] for t in flat[3::5]
     ]
     assert remap_token_legend(there, wide, narrow) == flat
+
+
+_token = st.lists(st.integers(0, 3), min_size=5, max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_token, max_size=8),
+    st.lists(_token, max_size=4),
+    st.lists(_token, max_size=4),
+    st.lists(_token, max_size=8),
+)
+def test_token_deltas_turn_the_old_tokens_into_the_new(
+    common_head: list[list[int]],
+    old_mid: list[list[int]],
+    new_mid: list[list[int]],
+    common_tail: list[list[int]],
+) -> None:
+    def flat(tokens: list[list[int]]) -> list[int]:
+        return [n for token in tokens for n in token]
+
+    old = flat(common_head + old_mid + common_tail)
+    new = flat(common_head + new_mid + common_tail)
+    edits = token_delta(old, new)
+    if old == new:
+        assert edits == []
+        return
+    (edit,) = edits
+    # Whole tokens only, and no more than what differs.
+    assert edit["start"] % 5 == 0 and edit["deleteCount"] % 5 == 0
+    assert edit["deleteCount"] <= len(flat(old_mid))
+    patched = old[: edit["start"]] + edit["data"] + old[edit["start"] + edit["deleteCount"] :]
+    assert patched == new

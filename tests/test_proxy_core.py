@@ -371,7 +371,7 @@ def test_guest_offers_what_the_hosts_server_has() -> None:
     # Tokens come remapped to the standard legend, full results only.
     tokens = caps["semanticTokensProvider"]
     assert tokens["legend"]["tokenTypes"][0] == "namespace"
-    assert tokens["full"] is True and tokens["range"] is False
+    assert tokens["full"] == {"delta": True} and tokens["range"] is False  # deltas: the guest's
     # Nothing the server lacks, nothing collab-ls decides itself, no commands unless allowed.
     assert "definitionProvider" not in caps and "callHierarchyProvider" not in caps
     assert not {"textDocumentSync", "inlayHintProvider", "executeCommandProvider"} & caps.keys()

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
+from tests.fixtures.edit_server import tokens
 from tests.lsp_editor import LspEditor, eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -337,8 +339,20 @@ async def test_server_killed_is_restarted(tmp_path: Path, editors: list[LspEdito
     await eventually(
         lambda: any("restarted" in m for m in host.messages), timeout=30, what="the restart"
     )
-    assert "Say hello" in _hover_text(await _hover(guest, "main.py", 2, 12))
     assert "Say hello" in _hover_text(await _hover(host, "main.py", 2, 12))
+    # The guest learns that the server runs again through the relay, a moment later:
+    # until then it is told the server is restarting (an error, never a hang).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        try:
+            hover = await _hover(guest, "main.py", 2, 12)
+            break
+        except JsonRpcException as exc:
+            assert "restarting" in str(exc), exc
+            assert loop.time() < deadline, "the guest still hears the server is restarting"
+            await asyncio.sleep(0.05)
+    assert "Say hello" in _hover_text(hover)
 
 
 async def test_cancel_and_timeout(tmp_path: Path, editors: list[LspEditor]) -> None:
@@ -458,6 +472,23 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
         ),
         what="the second edit at both",
     )
+    # Semantic tokens: the guest answers deltas itself, from the host's full tokens.
+    assert caps.semantic_tokens_provider is not None
+    doc = types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri)
+    first = await guest.client.text_document_semantic_tokens_full_async(
+        types.SemanticTokensParams(text_document=doc)
+    )
+    assert first is not None and first.result_id and first.data == tokens(1)
+    delta = await guest.client.text_document_semantic_tokens_full_delta_async(
+        types.SemanticTokensDeltaParams(text_document=doc, previous_result_id=first.result_id)
+    )
+    assert isinstance(delta, types.SemanticTokensDelta), delta
+    assert [(e.start, e.delete_count, e.data) for e in delta.edits] == [(5, 5, tokens(2)[5:10])]
+    # A result id the guest no longer knows: the full tokens.
+    again = await guest.client.text_document_semantic_tokens_full_delta_async(
+        types.SemanticTokensDeltaParams(text_document=doc, previous_result_id="unknown")
+    )
+    assert isinstance(again, types.SemanticTokens) and again.data == tokens(3)
     # A feature the server gains after the guest joined is registered with the guest's
     # editor (on the guest's terms: no host paths), and served.
     assert caps.document_range_formatting_provider is None
