@@ -213,7 +213,9 @@ class HostProxy:
         self.rpc = rpc
         self._process.notify("initialized", {})
         self.docs = ServerDocs(self._session, self.root, self.encoding, self._notify, self._log)
-        self.edits = WorkspaceEditor(self._session, self.root, self.encoding, self._log)
+        self.edits = WorkspaceEditor(
+            self._session, self.root, self.encoding, self._log, rebase=self.docs.rebase
+        )
         self.docs.start()
         self._set_state("running")
 
@@ -363,10 +365,10 @@ class HostProxy:
         if self.docs is not None:
             self._session.host["registrations"] = json.dumps(sorted(set(self._registered.values())))
 
-    def _apply(self, edit: Any) -> None:
+    def _apply(self, edit: Any, since: dict[str, int] | None = None) -> None:
         if self.edits is None:
             raise EditError("the session is not up")
-        report = self.edits.workspace_edit(edit)
+        report = self.edits.workspace_edit(edit, since)
         self._log.info("applied a server edit to %s", ", ".join(report.touched) or "nothing")
 
     # ------------------------------------------------------------ guest side
@@ -407,16 +409,18 @@ class HostProxy:
             except OutsideRoot as exc:
                 self._log.warning("refused %s from peer %d: %s", method, caller.peer, exc)
                 raise RpcError(INVALID_PARAMS, f"refused: {exc}") from exc
+        # The server's versions now: its edits are moved past what peers type meanwhile.
+        since = self.docs.versions() if self.docs is not None else {}
         result = await self._ask(method, params, REQUEST_TIMEOUT)
         if method in EDIT_RESULTS and result:
             try:
                 if method == "textDocument/rename":
-                    self._apply(result)
+                    self._apply(result, since)
                     return {"changes": {}}
                 uri = params["textDocument"]["uri"]
                 if self.edits is None:
                     raise EditError("the session is not up")
-                self.edits.text_edits(uri, result)
+                self.edits.text_edits(uri, result, since=since.get(self.edits.key(uri)))
                 return []
             except (EditError, KeyError, TypeError) as exc:
                 raise RpcError(REQUEST_FAILED, f"{method}: could not apply: {exc}") from exc

@@ -14,6 +14,7 @@ per document turns them into LSP ranges before the change is applied to it.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,14 @@ from typing import Any
 import pycrdt
 
 from collab_ls.linetext import LineText
+from collab_ls.lsp_rebase import Conflict, rebase_edits
 from collab_ls.session import Session, path_uri
 from collab_ls.units import Encoding
 
 Notify = Callable[[str, Any], None]
+
+HISTORY = 1024
+"""Changes kept per document to rebase the server's edits (about a minute of typing)."""
 
 #: languageId by file suffix; servers mostly ignore it, some need it.
 LANGUAGE_IDS = {
@@ -78,6 +83,9 @@ class ServerDocs:
         self._log = logger
         self._lines: dict[str, LineText] = {}
         self._versions: dict[str, int] = {}
+        # Per document, the changes sent since each version (for rebasing the
+        # server's edits): (version reached, contentChanges), oldest first.
+        self._history: dict[str, deque[tuple[int, list[dict[str, Any]]]]] = {}
         self._sub: pycrdt.Subscription | None = None
 
     def start(self) -> None:
@@ -103,6 +111,49 @@ class ServerDocs:
     def version(self, key: str) -> int | None:
         return self._versions.get(key)
 
+    def versions(self) -> dict[str, int]:
+        """Every open document's version in the server now (to rebase its edits later)."""
+        return dict(self._versions)
+
+    def changes_since(self, key: str, version: int) -> list[list[dict[str, Any]]] | None:
+        """The ``contentChanges`` sent after ``version`` of ``key``, oldest first.
+
+        ``None`` when they are not known: the document was (re)opened since, or
+        more than :data:`HISTORY` changes ago.
+        """
+        if version == self._versions.get(key):
+            return []
+        history = self._history.get(key)
+        if not history or history[0][0] > version + 1:
+            return None
+        return [changes for reached, changes in history if reached > version]
+
+    def rebase(self, key: str, version: int, edits: list[Any]) -> list[Any]:
+        """The server's ``TextEdit`` list for ``version`` of ``key``, moved to the text now.
+
+        Edits that a change made since touches are dropped. If the changes since
+        are not known (see :meth:`changes_since`), the edits are returned as they
+        are: what collab-ls did before it could rebase, and all it can do.
+        """
+        changes = self.changes_since(key, version)
+        if changes == []:
+            return edits
+        try:
+            if changes is None:
+                raise Conflict(f"the changes since version {version} are not known")
+            rebased, dropped = rebase_edits(edits, changes, self.encoding)
+        except Conflict as exc:
+            self._log.warning("%s: the server's edits are applied as they are: %s", key, exc)
+            return edits
+        if dropped:
+            self._log.warning(
+                "%s: %d of %d edits dropped: a peer edited there meanwhile",
+                key,
+                dropped,
+                len(edits),
+            )
+        return rebased
+
     @property
     def keys(self) -> list[str]:
         return sorted(self._lines)
@@ -115,6 +166,7 @@ class ServerDocs:
         self._lines[key] = LineText(content)
         version = self._versions.get(key, 0) + 1
         self._versions[key] = version
+        self._history[key] = deque(maxlen=HISTORY)  # nothing before this text is known
         self._notify(
             "textDocument/didOpen",
             {
@@ -128,6 +180,7 @@ class ServerDocs:
         )
 
     def _close(self, key: str) -> None:
+        self._history.pop(key, None)
         if self._lines.pop(key, None) is not None:
             self._notify("textDocument/didClose", {"textDocument": {"uri": self.uri(key)}})
 
@@ -186,6 +239,11 @@ class ServerDocs:
             return
         version = self._versions.get(key, 0) + 1
         self._versions[key] = version
+        history = self._history.setdefault(key, deque(maxlen=HISTORY))
+        if "range" in changes[0]:
+            history.append((version, changes))
+        else:  # a full text: nothing before it can be carried over
+            history.clear()
         self._notify(
             "textDocument/didChange",
             {

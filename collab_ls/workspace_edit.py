@@ -4,7 +4,9 @@ Formatting, rename, code actions and the server's own ``workspace/applyEdit``
 produce LSP edits (raw JSON, positions in the server's encoding). On the host
 they are applied to the session's texts, in one transaction per document with
 the origin :data:`SERVER_EDIT`, so they reach every peer's editor like any
-peer's edit and every replica converges, whoever asked. A file the session
+peer's edit and every replica converges, whoever asked. Edits made for an
+older version of a document (peers typed while the server worked) are first
+moved past the changes made since (:mod:`collab_ls.lsp_rebase`). A file the session
 does not hold is edited on the host's disk (atomically); resource operations
 (create, rename, delete) act on the host's disk, inside the shared root only.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,10 @@ from collab_ls.units import Encoding
 
 SERVER_EDIT = "collab-ls:language-server"
 """Origin of transactions that carry the real language server's edits."""
+
+
+Rebase = Callable[[str, int, list[Any]], list[Any]]
+"""``rebase(key, version, edits)``: the server's edits for ``version``, on the text now."""
 
 
 class EditError(ValueError):
@@ -86,11 +93,13 @@ class WorkspaceEditor:
         root: Path,
         encoding: Encoding,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        rebase: Rebase | None = None,
     ) -> None:
         self._session = session
         self._root = root
         self.encoding = encoding
         self._log = logger
+        self._rebase = rebase
 
     def key(self, uri: str) -> str:
         try:
@@ -98,8 +107,18 @@ class WorkspaceEditor:
         except OutsideRoot as exc:
             raise EditError(str(exc)) from exc
 
-    def text_edits(self, uri: str, edits: Any, report: EditReport | None = None) -> EditReport:
-        """Apply ``TextEdit[]`` to the document ``uri``."""
+    def text_edits(
+        self,
+        uri: str,
+        edits: Any,
+        report: EditReport | None = None,
+        since: int | None = None,
+    ) -> EditReport:
+        """Apply ``TextEdit[]`` to the document ``uri``.
+
+        ``since``: the server's version of the document the edits were made for;
+        they are first moved past the changes made since (see :mod:`lsp_rebase`).
+        """
         report = report if report is not None else EditReport()
         if not isinstance(edits, list):
             raise EditError(f"edits for {uri} are not a list")
@@ -108,6 +127,8 @@ class WorkspaceEditor:
         key = self.key(uri)
         text = self._session.text(key)
         if text is not None:
+            if since is not None and self._rebase is not None:
+                edits = self._rebase(key, since, edits)
             spans = resolve_edits(str(text), edits, self.encoding)
             with self._session.doc.transaction(origin=SERVER_EDIT):
                 for start, end, new in spans:
@@ -125,8 +146,14 @@ class WorkspaceEditor:
         report.on_disk.append(key)
         return report
 
-    def workspace_edit(self, edit: Any) -> EditReport:
-        """Apply a ``WorkspaceEdit`` (``changes`` and/or ``documentChanges``)."""
+    def workspace_edit(self, edit: Any, since: Mapping[str, int] | None = None) -> EditReport:
+        """Apply a ``WorkspaceEdit`` (``changes`` and/or ``documentChanges``).
+
+        Each document's edits are moved past the changes made since the version
+        the server made them for: a ``TextDocumentEdit``'s own version, else
+        ``since`` (the server's versions when it was asked), else none.
+        """
+        since = since or {}
         if not isinstance(edit, dict):
             raise EditError("a WorkspaceEdit must be an object")
         report = EditReport()
@@ -141,14 +168,17 @@ class WorkspaceEditor:
                     uri = td.get("uri") if isinstance(td, dict) else None
                     if not isinstance(uri, str):
                         raise EditError("a TextDocumentEdit without a uri")
-                    self.text_edits(uri, change.get("edits"), report)
+                    version = td.get("version") if isinstance(td, dict) else None
+                    if not isinstance(version, int) or isinstance(version, bool):
+                        version = since.get(self.key(uri))
+                    self.text_edits(uri, change.get("edits"), report, version)
                 else:
                     self._resource(kind, change, report)
         else:
             changes = edit.get("changes")
             if isinstance(changes, dict):
                 for uri, edits in changes.items():
-                    self.text_edits(str(uri), edits, report)
+                    self.text_edits(str(uri), edits, report, since.get(self.key(str(uri))))
         return report
 
     def _resource(self, kind: Any, change: dict[str, Any], report: EditReport) -> None:

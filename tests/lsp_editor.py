@@ -69,7 +69,10 @@ class LspEditor:
         self.client.feature(types.CLIENT_REGISTER_CAPABILITY)(register)
         self.client.feature(types.CLIENT_UNREGISTER_CAPABILITY)(unregister)
         self.stderr_path = self.root.parent / f"{self.name}.log"
-        cmd = [sys.executable, "-m", "collab_ls", *args, "--log-file", str(self.stderr_path)]
+        # Before `--`: what follows it is the shared language server's command line.
+        split = args.index("--") if "--" in args else len(args)
+        ours = [*args[:split], "--log-file", str(self.stderr_path)]
+        cmd = [sys.executable, "-m", "collab_ls", *ours, *args[split:]]
         await self.client.start_io(*cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         caps = client_capabilities(self.style)
         result = await self.client.initialize_session(

@@ -440,3 +440,91 @@ def test_features_the_server_gains_later_are_registered_with_the_editor() -> Non
         "textDocument/rangeFormatting",
         "workspace/executeCommand",
     ]
+
+
+# ------------------------------------- the server's edits, moved past peers' typing
+
+
+@st.composite
+def _disjoint_replacements(draw: st.DrawFn, text: str) -> list[tuple[int, int, str, bool]]:
+    """Replacements at increasing code-point ranges of ``text``, never touching each
+    other, each marked as the server's edit (True) or a peer's change (False)."""
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=8)))
+    out: list[tuple[int, int, str, bool]] = []
+    last_end = -1
+    for i in range(0, len(cuts) - 1, 2):
+        start, end = cuts[i], cuts[i + 1]
+        if start <= last_end:  # keep a gap: touching changes are conflicts
+            continue
+        new = draw(st.text("xy😀\n中", max_size=3))
+        out.append((start, end, new, draw(st.booleans())))
+        last_end = end
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("ab\n中😀é", max_size=30), st.data(), st.sampled_from(list(Encoding)))
+def test_server_edits_land_where_meant_after_peers_typed(
+    text: str, data: st.DataObject, enc: Encoding
+) -> None:
+    """The server computes edits on one version; peers change other places meanwhile,
+    one change at a time: rebased, the edits give the text both intended."""
+    import logging
+
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    session = Session(doc)
+    docs = ServerDocs(session, Path("/r"), enc, lambda m, p: None, logging.getLogger())
+    docs.start()
+    shared = session.seed("f.py", text)
+    editor = WorkspaceEditor(session, Path("/r"), enc, logging.getLogger(), rebase=docs.rebase)
+    replacements = data.draw(_disjoint_replacements(text))
+    since = docs.versions()
+    # The server's edits, as positions in the text it saw.
+    lines = LineText(text)
+
+    def at(index: int) -> dict[str, int]:
+        line, char = lines.to_position(len(text[:index].encode()), enc)
+        return {"line": line, "character": char}
+
+    edits = [
+        {"range": {"start": at(s), "end": at(e)}, "newText": new}
+        for s, e, new, server in replacements
+        if server
+    ]
+    # Peers' changes land first, last one first (each its own transaction).
+    for s, e, new, server in reversed(replacements):
+        if not server:
+            b0, b1 = len(text[:s].encode()), len(text[:e].encode())
+            with doc.transaction():
+                if b1 > b0:
+                    del shared[b0:b1]
+                if new:
+                    shared.insert(b0, new)
+    editor.text_edits("file:///r/f.py", edits, since=since["f.py"])
+    expected = text
+    for s, e, new, _ in reversed(replacements):
+        expected = expected[:s] + new + expected[e:]
+    assert str(shared) == expected
+    docs.stop()
+
+
+def test_a_server_edit_a_peer_touched_is_dropped_and_unknown_history_applies_as_is() -> None:
+    import logging
+
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    session = Session(doc)
+    docs = ServerDocs(session, Path("/r"), Encoding.UTF16, lambda m, p: None, logging.getLogger())
+    docs.start()
+    shared = session.seed("f.py", "alpha beta\n")
+    since = docs.versions()["f.py"]
+    edits = [
+        {"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}},
+         "newText": "ALPHA"},
+        {"range": {"start": {"line": 0, "character": 6}, "end": {"line": 0, "character": 10}},
+         "newText": "BETA"},
+    ]  # fmt: skip
+    shared.insert(8, "X")  # inside "beta"
+    assert [e["newText"] for e in docs.rebase("f.py", since, edits)] == ["ALPHA"]
+    # A version whose changes are not known (before the document was opened): as they are.
+    assert docs.rebase("f.py", since - 5, edits) == edits
+    docs.stop()

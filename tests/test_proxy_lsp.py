@@ -19,7 +19,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from tests.fixtures.edit_server import tokens
+from tests.fixtures.edit_server import SLOW_TAB_SIZE, tokens
 from tests.lsp_editor import LspEditor, eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -518,3 +518,41 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
         ),
         what="the dynamically registered formatting at both",
     )
+
+
+async def test_a_slow_servers_edits_are_moved_past_what_peers_typed_meanwhile(
+    tmp_path: Path, editors: list[LspEditor]
+) -> None:
+    """Formatting that takes the server a second: the host types meanwhile. The server's
+    edits land where it meant them (moved past the new line); the one a peer's typing
+    touched is dropped, so the peer's text wins."""
+    host = LspEditor("host", _project(tmp_path, "host"), "neovim")
+    editors.append(host)
+    await host.start("--share", "--", *EDIT_SERVER)
+    await eventually(lambda: any("--join" in m for m in host.messages), what="the join URL")
+    host.open("main.py")
+    url = await host.command("collab.shareUrl")
+    guest = LspEditor("guest", _project(tmp_path, "guest"), "visual-studio-code")
+    editors.append(guest)
+    await guest.start("--join", url)
+    guest.open("main.py")
+    await eventually(lambda: guest.buffers["main.py"].text == MAIN, what="sync")
+    formatting = asyncio.ensure_future(
+        guest.client.text_document_formatting_async(
+            types.DocumentFormattingParams(
+                text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri),
+                options=types.FormattingOptions(tab_size=SLOW_TAB_SIZE, insert_spaces=True),
+            )
+        )
+    )
+    await asyncio.sleep(0.3)  # the server is busy formatting
+    host.type("main.py", 0, "# new\n")  # before both edits: they move down a line
+    word = MAIN.index("message")
+    host.type("main.py", len("# new\n") + word + 3, "X")  # inside "message": the second edit
+    assert await formatting == []  # the edit reaches every editor through the session
+    expected = "# new\nF" + MAIN[1:word] + "mesXsage" + MAIN[word + len("message") :]
+    await eventually(
+        lambda: host.buffers["main.py"].text == expected == guest.buffers["main.py"].text,
+        what="the formatting where the server meant it, the host's typing kept",
+    )
+    assert "1 of 2 edits dropped" in host.log()
