@@ -109,6 +109,7 @@ FEATURES: Mapping[str, tuple[str, tuple[str, str]]] = {
         ("textDocument", "typeHierarchy"),
     ),
     "workspaceSymbolProvider": ("workspace/symbol", ("workspace", "symbol")),
+    "diagnosticProvider": ("textDocument/diagnostic", ("textDocument", "diagnostic")),
     "executeCommandProvider": ("workspace/executeCommand", ("workspace", "executeCommand")),
 }
 
@@ -157,6 +158,9 @@ def guest_capabilities(info: HostInfo | None = None) -> dict[str, Any]:
             "full": {"delta": True} if server.get("full", True) else False,
             "range": bool(server.get("range", False)),
         }
+    pull = out.get("diagnosticProvider")
+    if isinstance(pull, dict):  # per document only: workspace/diagnostic is not proxied
+        out["diagnosticProvider"] = {**pull, "workspaceDiagnostics": False}
     commands = info.capabilities.get("executeCommandProvider")
     if info.guest_commands and isinstance(commands, dict) and commands.get("commands"):
         out["executeCommandProvider"] = {"commands": list(commands["commands"])}

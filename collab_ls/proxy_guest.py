@@ -93,6 +93,7 @@ CAPABILITY = {
     "typeHierarchy/supertypes": "typeHierarchyProvider",
     "typeHierarchy/subtypes": "typeHierarchyProvider",
     "workspace/symbol": "workspaceSymbolProvider",
+    "textDocument/diagnostic": "diagnosticProvider",
     "workspace/executeCommand": "executeCommandProvider",
 }
 
@@ -105,6 +106,7 @@ EMPTY: dict[str, Any] = {
     "textDocument/documentLink": [],
     "textDocument/codeLens": [],
     "textDocument/inlayHint": [],
+    "textDocument/diagnostic": {"kind": "full", "items": []},
 }
 
 

@@ -83,6 +83,7 @@ GUEST_METHODS = frozenset(
         "typeHierarchy/supertypes",
         "typeHierarchy/subtypes",
         "workspace/symbol",
+        "textDocument/diagnostic",
         "workspace/executeCommand",
     }
 )

@@ -472,6 +472,18 @@ async def test_server_requests_reach_the_host_editor_and_its_edits_the_crdt(
         ),
         what="the second edit at both",
     )
+    # Pulled diagnostics (LSP 3.17), per document, on the guest's own paths.
+    assert caps.diagnostic_provider is not None
+    assert caps.diagnostic_provider.workspace_diagnostics is False  # not proxied
+    pulled = await guest.client.text_document_diagnostic_async(
+        types.DocumentDiagnosticParams(
+            text_document=types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri)
+        )
+    )
+    assert isinstance(pulled, types.RelatedFullDocumentDiagnosticReport), pulled
+    (item,) = pulled.items
+    assert item.message == "pulled" and item.related_information is not None
+    assert item.related_information[0].location.uri == guest.buffers["main.py"].uri
     # Semantic tokens: the guest answers deltas itself, from the host's full tokens.
     assert caps.semantic_tokens_provider is not None
     doc = types.TextDocumentIdentifier(uri=guest.buffers["main.py"].uri)
