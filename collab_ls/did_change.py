@@ -42,8 +42,9 @@ def parse_changes(params: Any) -> tuple[str, int, list[Change]]:
             else:
                 s, e = rng["start"], rng["end"]
                 nums = (s["line"], s["character"], e["line"], e["character"])
-                if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):
-                    raise InvalidChange("range positions must be integers")
+                for n in nums:  # a loop, not all(...): one of these per keystroke
+                    if not isinstance(n, int) or isinstance(n, bool):
+                        raise InvalidChange("range positions must be integers")
                 changes.append(RangeChange(*nums, text))
         return uri, version, changes
     except (KeyError, TypeError, AttributeError) as exc:

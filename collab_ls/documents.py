@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pycrdt
 from lsprotocol import types
 
-from collab_ls.binding import DocBinding
+from collab_ls.binding import LOCAL, DocBinding
 from collab_ls.did_change import InvalidChange, parse_changes
 from collab_ls.reconcile import OutgoingEdit
 from collab_ls.session import NotInWorkspace, relative_path
@@ -76,6 +76,24 @@ class EditorDocuments:
             log.info("%s: asking the host for the session's copy", key)
             self.waiting.setdefault(key, []).append(binding)
             server.session.request(key, item.text)
+
+    def did_changes(self, batch: list[Any]) -> None:
+        """Apply ``didChange`` s read together, in order, in one session transaction.
+
+        Peers then get one update for all of them instead of one each. Only
+        for changes that arrived together: nothing is sent before they are
+        all applied anyway, so none waits for the others.
+        """
+        try:
+            with self._server.doc.transaction(origin=LOCAL):
+                for params in batch:
+                    try:
+                        self.did_change(params)
+                    except Exception:
+                        log.exception("failed to handle a didChange")
+        except Exception:
+            # An observer of the doc failed as the transaction was committed.
+            log.exception("failed to handle a didChange")
 
     def did_change(self, params: Any) -> None:
         """Apply an editor's change, as plain JSON params (``textDocument/didChange``)."""
