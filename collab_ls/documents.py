@@ -187,11 +187,15 @@ class EditorDocuments:
                 ]
             },
         }
-        self._server._spawn(self._await_edit(binding, edit.edit_id, params))
+        # Sent now; only the wait for the answer is a task of its own.
+        answer = self._server.language.send_request("workspace/applyEdit", params)
+        self._server._spawn(self._await_edit(binding, edit.edit_id, answer))
 
-    async def _await_edit(self, binding: DocBinding, edit_id: int, params: dict[str, Any]) -> None:
+    async def _await_edit(
+        self, binding: DocBinding, edit_id: int, answer: asyncio.Future[Any]
+    ) -> None:
         try:
-            result = await self._server.language.request("workspace/applyEdit", params)
+            result = await answer
             applied = isinstance(result, dict) and result.get("applied") is True
             if not applied:
                 log.info(

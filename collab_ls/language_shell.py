@@ -216,16 +216,21 @@ class LanguageShell:
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    async def request(self, method: str, params: Any) -> Any:
-        """A request to the editor, as plain JSON; its raw result (RpcError on an error)."""
+    def send_request(self, method: str, params: Any) -> asyncio.Future[Any]:
+        """Send a request to the editor now, as plain JSON; the future of its raw result.
+
+        The future fails with :class:`RpcError` on an error answer.
+        """
         msg_id = f"{EDITOR_ID_PREFIX}{next(self._editor_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._editor_pending[msg_id] = future
+        future.add_done_callback(lambda _f: self._editor_pending.pop(msg_id, None))
         self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
-        try:
-            return await future
-        finally:
-            self._editor_pending.pop(msg_id, None)
+        return future
+
+    async def request(self, method: str, params: Any) -> Any:
+        """A request to the editor, as plain JSON; its raw result (RpcError on an error)."""
+        return await self.send_request(method, params)
 
     def show(self, message: str, *, error: bool = False) -> None:
         self.notify("window/showMessage", {"type": 1 if error else 3, "message": message})
