@@ -41,7 +41,7 @@ INITIAL = (
     'print(greet("world"))\n'
 )
 STALE = 'def greet(name):\n    return "Hi " + name\n'
-HOST_TEXT = "# the host typed this 😀 "
+HOST_TEXT = 'name = name or "😀"; '  # still valid Python: the function still returns
 GUEST_TEXT = "  # and the guest this: 你好, café 🎉"
 DEADLINE = 30.0  # seconds, the typing part of the demo
 
