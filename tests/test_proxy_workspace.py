@@ -121,6 +121,18 @@ async def test_guest_without_checkout_gets_the_tree_and_jumps(
         timeout=30,
         what="the host's new file at the guest",
     )
+    # One it renames (into a new folder) moves, contents and all.
+    (host.root / "moved").mkdir()
+    (host.root / "pkg" / "fresh.py").rename(host.root / "moved" / "renamed.py")
+    await eventually(
+        lambda: (
+            not (mirror / "pkg" / "fresh.py").exists()
+            and (mirror / "moved" / "renamed.py").exists()
+            and (mirror / "moved" / "renamed.py").read_text() == "FRESH = 2\n"
+        ),
+        timeout=30,
+        what="the host's rename at the guest",
+    )
     # And one it deletes disappears.
     (host.root / "pkg" / "util.py").unlink()
     await eventually(
