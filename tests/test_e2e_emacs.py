@@ -95,6 +95,11 @@ class Emacs:
             "                                   (buffer-substring-no-properties\n"
             "                                    (point-min) (point-max))) :null)\n"
             "                      :url (or collab-ls-url :null)\n"
+            # Set once eglot has connected (its initialize answered): until then a key
+            # interrupts eglot's synchronous wait, and eglot kills the server.
+            "                      :server (if (and collab-ls--server\n"
+            "                                       (jsonrpc-running-p collab-ls--server))\n"
+            "                                  t :false)\n"
             "                      :managed (if (and buf (buffer-local-value\n"
             "                                              'eglot--managed-mode buf)) t :false)\n"
             "                      :prompts (vconcat collab-test-prompts)\n"
@@ -312,6 +317,7 @@ def test_emacs_shares_its_language_server_and_joins_into_a_workspace(
     assert "--" not in args and "no-such-server" not in args, args
     join = args.index("--join")
     assert args[join : join + 4] == ["--join", url, "--workspace", str(mirror)], args
+    wait_until(lambda: (guest.state() or {}).get("server"), 20, "the guest's eglot connected")
     # The host's tree is mirrored into the directory, and files there are shared.
     wait_until(
         lambda: ((mirror / REL).is_file() and (mirror / REL).read_text() == INITIAL) or None,
