@@ -28,6 +28,7 @@ __all__ = [
     "FEATURES",
     "GuestFeatures",
     "guest_capabilities",
+    "knows_server",
     "registration_changes",
 ]
 
@@ -119,6 +120,11 @@ _HOST_ONLY_OPTIONS = ("documentSelector", "id")
 _UNPROXIED_RESOLVE = ("codeLensProvider", "documentLinkProvider", "inlayHintProvider")
 #: The id prefix of the registrations a guest makes with its editor.
 REGISTRATION_PREFIX = "collab-host:"
+
+
+def knows_server(raw: Mapping[str, Any]) -> bool:
+    """Whether the session's ``host`` map tells the host's server (or that there is none)."""
+    return bool(raw.get("root")) and (bool(raw.get("capabilities")) or raw.get("state") == "none")
 
 
 def guest_capabilities(info: HostInfo | None = None) -> dict[str, Any]:
@@ -259,7 +265,7 @@ class GuestFeatures:
             await self._wake.wait()
             self._wake.clear()
             raw = dict(self._host.items())
-            if not raw.get("root") or not (raw.get("capabilities") or raw.get("state") == "none"):
+            if not knows_server(raw):
                 continue  # no host yet, or one still starting its server
             now = guest_capabilities(HostInfo(raw))
             register, unregister = registration_changes(

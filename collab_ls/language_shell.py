@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collab_ls.guest_features import GuestFeatures, guest_capabilities
+from collab_ls.guest_features import GuestFeatures, guest_capabilities, knows_server
 from collab_ls.peer_rpc import (
     INVALID_PARAMS,
     REQUEST_CANCELLED,
@@ -56,11 +56,6 @@ HOST_WAIT = 3.0
 EDITOR_ID_PREFIX = "collab-proxy:"
 
 
-def _knows_server(raw: dict[str, Any]) -> bool:
-    """Whether the session's ``host`` map tells the host's server (or that there is none)."""
-    return bool(raw.get("root")) and (bool(raw.get("capabilities")) or raw.get("state") == "none")
-
-
 class RawMessage:
     """A message kept as plain JSON for the proxy (see ``CollabProtocol``)."""
 
@@ -85,7 +80,6 @@ class LanguageShell:
         self._tasks: dict[Any, asyncio.Task[None]] = {}
         self._editor_ids = itertools.count(1)
         self._editor_pending: dict[str, asyncio.Future[Any]] = {}
-        self._work_done_progress = False
         self._progress_token = "collab-ls/workspace"
         self.initial_host: HostInfo | None = None
         """A guest: the host's server as the session showed it at ``initialize``."""
@@ -262,9 +256,12 @@ class LanguageShell:
     def note_client(self, raw_params: dict[str, Any]) -> None:
         """What the editor's raw ``initialize`` says about it (before the server starts)."""
         caps = raw_params.get("capabilities")
-        window = caps.get("window") if isinstance(caps, dict) else None
-        self._work_done_progress = isinstance(window, dict) and bool(window.get("workDoneProgress"))
         self._client_capabilities = caps if isinstance(caps, dict) else {}
+
+    def _work_done_progress(self) -> bool:
+        """Whether the editor's ``initialize`` says it shows work-done progress."""
+        window = self._client_capabilities.get("window")
+        return isinstance(window, dict) and bool(window.get("workDoneProgress"))
 
     async def learn_host(self) -> None:
         """A guest, during ``initialize``: join now and learn the host's server (bounded).
@@ -281,7 +278,7 @@ class LanguageShell:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOST_WAIT
         try:
-            while not _knows_server(raw := session.host_info()):
+            while not knows_server(raw := session.host_info()):
                 left = deadline - loop.time()
                 if left <= 0:
                     log.warning("the host's server is not known yet: offering every feature")
@@ -383,7 +380,7 @@ class LanguageShell:
                 rpc,
                 host=self._host_id,
                 is_open=server.is_open,
-                progress=self._progress if self._work_done_progress else None,
+                progress=self._progress if self._work_done_progress() else None,
                 logger=log,
             )
             guest._ensure_file = tree_mirror.ensure

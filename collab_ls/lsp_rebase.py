@@ -12,7 +12,10 @@ went to the server after that version, in its position encoding):
   there: that edit is dropped (the peer's text wins) and counted.
 
 An insertion at the very position an edit starts counts as before it, so text a
-peer typed there is kept ahead of the edit. Pure functions over LSP JSON.
+peer typed there is kept ahead of the edit. Positions are carried by the lines
+and characters of each change alone: a lone ``\r`` typed just before a ``\n``
+(the two then make one line break) moves later edits a line too far. Pure
+functions over LSP JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from collab_ls.line_index import split_lines
 from collab_ls.units import Encoding, units_len
 
 __all__ = ["Conflict", "rebase_edits", "shift"]
@@ -37,7 +41,7 @@ def _pos(value: Any) -> Pos:
 
 def shift(pos: Pos, start: Pos, end: Pos, text: str, enc: Encoding) -> Pos:
     """Where ``pos`` (at or after ``end``) is once ``[start, end)`` is replaced by ``text``."""
-    lines = text.split("\n")
+    lines = split_lines(text)  # every LSP line break: \n, \r\n and \r
     line, char = pos
     if line > end[0]:
         return line - (end[0] - start[0]) + len(lines) - 1, char
@@ -49,15 +53,13 @@ def shift(pos: Pos, start: Pos, end: Pos, text: str, enc: Encoding) -> Pos:
 def _rebase_range(
     a: Pos, b: Pos, changes: Iterable[dict[str, Any]], enc: Encoding
 ) -> tuple[Pos, Pos]:
-    for change in changes:
-        rng = change.get("range")
-        if not isinstance(rng, dict):
-            raise Conflict("a full-text change since")
+    for change in changes:  # each with a range: rebase_edits checked
+        rng = change["range"]
         start, end = _pos(rng["start"]), _pos(rng["end"])
         text = str(change.get("text", ""))
         if end <= a:  # before the edit (or an insertion where it starts)
             a, b = shift(a, start, end, text, enc), shift(b, start, end, text, enc)
-        elif start >= b and not (start == end == a):  # after it
+        elif start >= b:  # after it
             continue
         else:
             raise Conflict(f"a change at {start}-{end} touches the edit at {a}-{b}")

@@ -232,7 +232,7 @@ class HostProxy:
                     "capabilities": json.dumps(self.capabilities),
                     "server": " ".join(self.argv),
                     "state": state,
-                    # What guests may offer their editors (see proxy_guest.guest_capabilities).
+                    # What guests may offer their editors (see guest_features.guest_capabilities).
                     "guest_commands": self.allow_guest_commands,
                 }
             )

@@ -22,7 +22,7 @@ from typing import Any
 import pycrdt
 
 from collab_ls.linetext import LineText
-from collab_ls.lsp_rebase import Conflict, rebase_edits
+from collab_ls.lsp_rebase import rebase_edits
 from collab_ls.session import Session, path_uri
 from collab_ls.units import Encoding
 
@@ -136,15 +136,18 @@ class ServerDocs:
         are: what collab-ls did before it could rebase, and all it can do.
         """
         changes = self.changes_since(key, version)
-        if changes == []:
+        if changes is None:
+            self._log.warning(
+                "%s: the changes since version %d are not known: the server's edits are "
+                "applied as they are",
+                key,
+                version,
+            )
             return edits
-        try:
-            if changes is None:
-                raise Conflict(f"the changes since version {version} are not known")
-            rebased, dropped = rebase_edits(edits, changes, self.encoding)
-        except Conflict as exc:
-            self._log.warning("%s: the server's edits are applied as they are: %s", key, exc)
+        if not changes:
             return edits
+        # Never a full text among them: the history starts again after one.
+        rebased, dropped = rebase_edits(edits, changes, self.encoding)
         if dropped:
             self._log.warning(
                 "%s: %d of %d edits dropped: a peer edited there meanwhile",

@@ -9,6 +9,18 @@ from typing import Any
 
 import pycrdt
 
+from collab_ls.relay_link import RelayLink
+
+REMOTE = "remote"
+"""The origin the test links give the updates they receive."""
+
+
+def link(doc: pycrdt.Doc[Any], url: str, **kwargs: Any) -> RelayLink:
+    """A relay link with quick reconnects, for tests."""
+    kwargs.setdefault("backoff_initial", 0.05)
+    kwargs.setdefault("backoff_max", 0.2)
+    return RelayLink(doc, url, origin=REMOTE, **kwargs)
+
 
 def new_room() -> tuple[str, str]:
     return secrets.token_hex(16), secrets.token_urlsafe(16)

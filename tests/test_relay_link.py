@@ -20,9 +20,7 @@ from collab_ls.relay_link import (
 )
 from relay import protocol
 from relay.server import Relay
-from tests.relay_helpers import append, files, new_room, text, wait_until
-
-REMOTE = "remote"
+from tests.relay_helpers import REMOTE, append, files, link, new_room, text, wait_until
 
 
 class StatusLog:
@@ -34,12 +32,6 @@ class StatusLog:
 
     def count(self, status: LinkStatus) -> int:
         return sum(1 for s, _ in self.events if s is status)
-
-
-def link(doc: pycrdt.Doc[Any], url: str, **kwargs: Any) -> RelayLink:
-    kwargs.setdefault("backoff_initial", 0.05)
-    kwargs.setdefault("backoff_max", 0.2)
-    return RelayLink(doc, url, origin=REMOTE, **kwargs)
 
 
 @pytest.fixture

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pycrdt
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from collab_ls.relay_link import LinkStatus, RelayLink
+from collab_ls.relay_link import LinkStatus
 from relay import protocol
 from relay.local import MAX_INBOX, LocalConnection, local_pair
 from relay.messages import CloseCode
 from relay.server import Relay
-from tests.relay_helpers import append, files, new_room, text, wait_until
-
-REMOTE = "remote"
+from tests.relay_helpers import append, files, link, new_room, text, wait_until
 
 Received = tuple[int, bool, bytes]
-
-
-def link(doc: pycrdt.Doc[Any], url: str, **kwargs: Any) -> RelayLink:
-    kwargs.setdefault("backoff_initial", 0.05)
-    kwargs.setdefault("backoff_max", 0.2)
-    return RelayLink(doc, url, origin=REMOTE, **kwargs)
 
 
 @pytest.fixture
