@@ -141,6 +141,20 @@ def test_guest_hovers_and_jumps_with_the_hosts_pylsp(nvims: Fleet, tmp_path: Pat
     guest_cmd = _command_line(guest)
     assert "--" not in guest_cmd and "no-such-server" not in guest_cmd, guest_cmd
 
+    # The guest's Neovim was offered pylsp's own features, as the host's was: its
+    # completion trigger characters, and nothing pylsp lacks.
+    caps_of = (
+        "local c = require('collab').client().server_capabilities"
+        " return { triggers = c.completionProvider.triggerCharacters,"
+        " rename = c.renameProvider ~= nil, calls = c.callHierarchyProvider ~= nil,"
+        " tokens = c.semanticTokensProvider ~= nil }"
+    )
+    host_caps, guest_caps = host.lua(caps_of), guest.lua(caps_of)
+    assert guest_caps["triggers"] == host_caps["triggers"], (guest_caps, host_caps)
+    assert guest_caps["rename"] and host_caps["rename"]
+    assert not guest_caps["calls"] and not host_caps["calls"]  # pylsp has none
+    assert not guest_caps["tokens"] and not host_caps["tokens"]
+
     # Hover on the call of greet: the docstring from the host's pylsp, at both.
     # The first request may wait for pylsp to start answering (jedi's first import).
     host_hover = _hover_until(host, *GREET_CALL, "Say hello to someone", 30)
